@@ -1,0 +1,12 @@
+// Command storerelay is a placeholder until its issue lands.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	fmt.Fprintln(os.Stderr, "storerelay: not yet implemented")
+	os.Exit(2)
+}
