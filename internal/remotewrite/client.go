@@ -1,0 +1,223 @@
+// Package remotewrite speaks Prometheus remote-write v1 over HTTP: a client
+// that sends WriteRequests (the collector to its relay, the ingester to the
+// backend) and a request decoder for servers (the relay's intake).
+//
+// The client follows the remote-write spec's retry rules: a network error, a
+// 5xx or a 429 is a [RecoverableError] (carrying Retry-After when the server
+// sends one); any other non-2xx answer is a [StatusError] that must not be
+// retried.
+package remotewrite
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/golang/snappy"
+	"github.com/klauspost/compress/zstd"
+)
+
+// ErrInvalidOption is wrapped by every error about a bad [ClientOptions] field.
+var ErrInvalidOption = errors.New("invalid option")
+
+// ClientOptions configures a [Client]. The zero value of every field but URL
+// means its default.
+type ClientOptions struct {
+	// URL is the remote-write endpoint, e.g. http://127.0.0.1:8428/api/v1/write.
+	URL string
+	// Encoding is the body compression: "snappy" (default, the spec's) or
+	// "zstd" (VictoriaMetrics and the tillpipe relay accept it).
+	Encoding string
+	// Headers are added to every request (a tenant header for Mimir, say).
+	Headers map[string]string
+	// BearerToken, when set, is sent as "Authorization: Bearer <token>".
+	BearerToken string
+	// TLS configures HTTPS; nil uses Go's defaults.
+	TLS *tls.Config
+	// Timeout bounds one request; default 30s.
+	Timeout time.Duration
+	// UserAgent defaults to "tillpipe".
+	UserAgent string
+	// HTTPClient replaces the client built from TLS and Timeout.
+	HTTPClient *http.Client
+}
+
+// Client sends remote-write requests. It is safe for concurrent use.
+type Client struct {
+	url      string
+	encoding string
+	headers  map[string]string
+	hc       *http.Client
+	ua       string
+	token    string
+
+	bufs sync.Pool // *[]byte compression buffers
+}
+
+// NewClient returns a client for opts.
+func NewClient(opts ClientOptions) (*Client, error) {
+	if opts.URL == "" {
+		return nil, fmt.Errorf("remote-write URL is empty: %w", ErrInvalidOption)
+	}
+	if !strings.HasPrefix(opts.URL, "http://") && !strings.HasPrefix(opts.URL, "https://") {
+		return nil, fmt.Errorf("remote-write URL %q is not http(s): %w", opts.URL, ErrInvalidOption)
+	}
+	enc := opts.Encoding
+	switch enc {
+	case "":
+		enc = "snappy"
+	case "snappy", "zstd":
+	default:
+		return nil, fmt.Errorf("encoding %q (want snappy or zstd): %w", enc, ErrInvalidOption)
+	}
+	c := &Client{url: opts.URL, encoding: enc, headers: opts.Headers, hc: opts.HTTPClient, ua: opts.UserAgent, token: opts.BearerToken}
+	if c.ua == "" {
+		c.ua = "tillpipe"
+	}
+	if c.hc == nil {
+		timeout := opts.Timeout
+		if timeout <= 0 {
+			timeout = 30 * time.Second
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = opts.TLS
+		tr.MaxIdleConnsPerHost = 16
+		c.hc = &http.Client{Transport: tr, Timeout: timeout}
+	}
+	return c, nil
+}
+
+// Encoding is the body compression this client uses.
+func (c *Client) Encoding() string { return c.encoding }
+
+// Send compresses body, a marshaled WriteRequest, and POSTs it. It returns
+// nil on 2xx, a *RecoverableError when a retry may succeed and a *StatusError
+// otherwise.
+func (c *Client) Send(ctx context.Context, body []byte) error {
+	bp, _ := c.bufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	defer c.bufs.Put(bp)
+	*bp = Compress((*bp)[:0], body, c.encoding)
+	return c.post(ctx, *bp)
+}
+
+func (c *Client) post(ctx context.Context, compressed []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(compressed))
+	if err != nil {
+		return fmt.Errorf("build remote-write request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("Content-Encoding", c.encoding)
+	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	req.Header.Set("User-Agent", c.ua)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	for k, v := range c.headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("post remote-write to %s: %w", c.url, ctx.Err())
+		}
+		return &RecoverableError{Err: fmt.Errorf("post remote-write to %s: %w", c.url, err)}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 == 2 {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		return nil
+	}
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	line := strings.TrimSpace(string(msg))
+	if i := strings.IndexByte(line, '\n'); i >= 0 {
+		line = line[:i]
+	}
+	serr := &StatusError{StatusCode: resp.StatusCode, Body: line}
+	if resp.StatusCode/100 == 5 || resp.StatusCode == http.StatusTooManyRequests {
+		return &RecoverableError{StatusCode: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()), Err: serr}
+	}
+	return serr
+}
+
+// Compress appends body compressed with encoding ("snappy" or "zstd") to dst.
+func Compress(dst, body []byte, encoding string) []byte {
+	if encoding == "zstd" {
+		return zstdEncoder.EncodeAll(body, dst)
+	}
+	n := snappy.MaxEncodedLen(len(body))
+	start := len(dst)
+	dst = grow(dst, n)
+	out := snappy.Encode(dst[start:start+n], body)
+	return dst[:start+len(out)]
+}
+
+func grow(b []byte, n int) []byte {
+	if cap(b)-len(b) < n {
+		nb := make([]byte, len(b), len(b)+n)
+		copy(nb, b)
+		b = nb
+	}
+	return b[:len(b)+n]
+}
+
+// zstdEncoder is shared: EncodeAll is safe for concurrent use.
+var zstdEncoder, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+
+// StatusError is a non-2xx answer. Body holds the first line of the server's
+// message.
+type StatusError struct {
+	StatusCode int
+	Body       string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("remote-write answered %d: %s", e.StatusCode, e.Body)
+}
+
+// RecoverableError is a failure that may succeed when retried: no
+// connection, a 5xx or a 429. RetryAfter is the server's Retry-After, zero
+// when absent.
+type RecoverableError struct {
+	StatusCode int // 0 for network errors
+	RetryAfter time.Duration
+	Err        error
+}
+
+func (e *RecoverableError) Error() string { return e.Err.Error() }
+func (e *RecoverableError) Unwrap() error { return e.Err }
+
+// IsRecoverable reports whether err is worth retrying.
+func IsRecoverable(err error) bool {
+	var re *RecoverableError
+	return errors.As(err, &re)
+}
+
+// parseRetryAfter reads delay-seconds or an HTTP date; 0 when absent or bad.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil {
+		if s < 0 {
+			return 0
+		}
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return d
+		}
+	}
+	return 0
+}

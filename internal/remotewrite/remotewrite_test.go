@@ -1,0 +1,196 @@
+package remotewrite
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+)
+
+func testRequest() []byte {
+	wr := prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+		Labels:  []prompb.Label{{Name: "__name__", Value: "up"}, {Name: "device", Value: "till-01"}},
+		Samples: []prompb.Sample{{Value: 1, Timestamp: 1700000000000}},
+	}}}
+	return wr.MarshalProtobuf(nil)
+}
+
+// TestClientServerRoundTrip sends through the client into a server that
+// decodes with ReadBody, for both encodings.
+func TestClientServerRoundTrip(t *testing.T) {
+	for _, enc := range []string{"snappy", "zstd"} {
+		t.Run(enc, func(t *testing.T) {
+			body := testRequest()
+			var got []byte
+			var gotHeaders http.Header
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var err error
+				_, got, err = ReadBody(r, 1<<20, nil, nil)
+				if err != nil {
+					http.Error(w, err.Error(), StatusFor(err))
+					return
+				}
+				gotHeaders = r.Header.Clone()
+				w.WriteHeader(http.StatusNoContent)
+			}))
+			defer srv.Close()
+			c, err := NewClient(ClientOptions{URL: srv.URL, Encoding: enc, BearerToken: "s3cret", Headers: map[string]string{"X-Scope-OrgID": "retail"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Send(context.Background(), body); err != nil {
+				t.Fatalf("Send: %v", err)
+			}
+			if !bytes.Equal(got, body) {
+				t.Fatalf("server decoded %x, want %x", got, body)
+			}
+			for k, want := range map[string]string{"Content-Encoding": enc, "Authorization": "Bearer s3cret", "X-Scope-OrgID": "retail", "Content-Type": "application/x-protobuf"} {
+				if g := gotHeaders.Get(k); g != want {
+					t.Errorf("header %s = %q, want %q", k, g, want)
+				}
+			}
+		})
+	}
+}
+
+func TestClientErrors(t *testing.T) {
+	cases := []struct {
+		name        string
+		status      int
+		retryAfter  string
+		recoverable bool
+		wantRetry   time.Duration
+	}{
+		{name: "server_error_is_recoverable", status: 500, recoverable: true},
+		{name: "unavailable_with_retry_after", status: 503, retryAfter: "7", recoverable: true, wantRetry: 7 * time.Second},
+		{name: "too_many_requests_is_recoverable", status: 429, retryAfter: "2", recoverable: true, wantRetry: 2 * time.Second},
+		{name: "bad_request_is_permanent", status: 400},
+		{name: "unauthorized_is_permanent", status: 401},
+		{name: "payload_too_large_is_permanent", status: 413},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.retryAfter != "" {
+					w.Header().Set("Retry-After", tc.retryAfter)
+				}
+				http.Error(w, "reason line\nsecond line", tc.status)
+			}))
+			defer srv.Close()
+			c, err := NewClient(ClientOptions{URL: srv.URL})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = c.Send(context.Background(), testRequest())
+			if err == nil {
+				t.Fatal("Send succeeded on a non-2xx answer")
+			}
+			if IsRecoverable(err) != tc.recoverable {
+				t.Fatalf("IsRecoverable(%v) = %v, want %v", err, !tc.recoverable, tc.recoverable)
+			}
+			var se *StatusError
+			if !errors.As(err, &se) || se.StatusCode != tc.status || se.Body != "reason line" {
+				t.Fatalf("error %v: want StatusError %d with the first body line", err, tc.status)
+			}
+			var re *RecoverableError
+			if errors.As(err, &re) && re.RetryAfter != tc.wantRetry {
+				t.Fatalf("RetryAfter = %v, want %v", re.RetryAfter, tc.wantRetry)
+			}
+		})
+	}
+	t.Run("connection_refused_is_recoverable", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		c, _ := NewClient(ClientOptions{URL: "http://" + addr + "/api/v1/write"})
+		if err := c.Send(context.Background(), testRequest()); !IsRecoverable(err) {
+			t.Fatalf("Send to a closed port: %v, want recoverable", err)
+		}
+	})
+}
+
+func TestNewClientOptions(t *testing.T) {
+	for _, o := range []ClientOptions{{}, {URL: "ftp://x"}, {URL: "http://x", Encoding: "gzip"}} {
+		if _, err := NewClient(o); !errors.Is(err, ErrInvalidOption) {
+			t.Errorf("NewClient(%+v) = %v, want ErrInvalidOption", o, err)
+		}
+	}
+}
+
+func TestReadBodyRejects(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 4096)
+	cases := []struct {
+		name     string
+		encoding string
+		body     []byte
+		max      int64
+		want     error
+	}{
+		{name: "bad_snappy", body: []byte("definitely not snappy"), max: 1 << 20, want: ErrBadEncoding},
+		{name: "bad_zstd", encoding: "zstd", body: []byte("not zstd"), max: 1 << 20, want: ErrBadEncoding},
+		{name: "unknown_encoding", encoding: "gzip", body: []byte("x"), max: 1 << 20, want: ErrBadEncoding},
+		{name: "compressed_over_limit", body: Compress(nil, big, "snappy"), max: 10, want: ErrTooLarge},
+		{name: "snappy_decodes_over_limit", body: Compress(nil, big, "snappy"), max: 1000, want: ErrTooLarge},
+		{name: "zstd_decodes_over_limit", encoding: "zstd", body: Compress(nil, big, "zstd"), max: 1000, want: ErrTooLarge},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/api/v1/write", bytes.NewReader(tc.body))
+			if tc.encoding != "" {
+				r.Header.Set("Content-Encoding", tc.encoding)
+			}
+			_, _, err := ReadBody(r, tc.max, nil, nil)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("ReadBody = %v, want %v", err, tc.want)
+			}
+			wantStatus := map[error]int{ErrBadEncoding: 400, ErrTooLarge: 413}[tc.want]
+			if StatusFor(err) != wantStatus {
+				t.Fatalf("StatusFor = %d, want %d", StatusFor(err), wantStatus)
+			}
+		})
+	}
+	t.Run("chunked_body_over_limit", func(t *testing.T) {
+		r := httptest.NewRequest(http.MethodPost, "/api/v1/write", io.MultiReader(strings.NewReader(strings.Repeat("y", 2000))))
+		r.ContentLength = -1
+		if _, _, err := ReadBody(r, 1000, nil, nil); !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("ReadBody = %v, want ErrTooLarge", err)
+		}
+	})
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 11, 21, 10, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Duration{"": 0, "5": 5 * time.Second, "-1": 0, "soon": 0, now.Add(90 * time.Second).Format(http.TimeFormat): 90 * time.Second} {
+		if got := parseRetryAfter(in, now); got != want {
+			t.Errorf("parseRetryAfter(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+func FuzzDecompress(f *testing.F) {
+	body := testRequest()
+	f.Add(Compress(nil, body, "snappy"), false)
+	f.Add(Compress(nil, body, "zstd"), true)
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f}, false)
+	f.Fuzz(func(t *testing.T, src []byte, useZstd bool) {
+		enc := "snappy"
+		if useZstd {
+			enc = "zstd"
+		}
+		out, err := Decompress(nil, src, enc, 1<<20)
+		if err == nil && len(out) > 1<<20 {
+			t.Fatalf("decompressed %d bytes over the 1 MiB limit", len(out))
+		}
+	})
+}
