@@ -4,7 +4,7 @@ GO      ?= go
 BIN     := bin
 FUZZTIME ?= 30s
 
-.PHONY: all build servers test fuzz bench run clean
+.PHONY: all build servers test test-deps fuzz bench run clean
 
 all: build
 
@@ -23,8 +23,16 @@ $(BIN)/victoria-metrics: go.mod go.sum
 $(BIN)/vmagent: go.mod go.sum
 	$(GO) build -o $@ github.com/VictoriaMetrics/VictoriaMetrics/app/vmagent
 
+## test-deps: Debian's prometheus for the Prometheus-as-backend test (installed when root; the test skips without it)
+test-deps:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's prometheus for the backend test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "prometheus is not installed and this is not root: the Prometheus-backend test will skip"; fi; }
+
 ## test: vet and every test (real NATS, real VictoriaMetrics, real disks) under the race detector
-test: build
+test: build test-deps
 	$(GO) vet ./...
 	TILLPIPE_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -race -timeout 25m ./...
 	@# allocation pins skip under -race (sync.Pool drops items there): run them plain
