@@ -10,7 +10,7 @@ all: build
 
 ## build: the tillpipe binaries plus nats-server, victoria-metrics and vmagent into bin/
 build: servers
-	$(GO) build -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/ ./cmd/...
 
 servers: $(BIN)/nats-server $(BIN)/victoria-metrics $(BIN)/vmagent
 

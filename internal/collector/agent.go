@@ -1,0 +1,96 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+)
+
+// AgentOptions configures an [Agent]. The zero value of each field means its
+// default.
+type AgentOptions struct {
+	// Interval between samples; default 15s.
+	Interval time.Duration
+	// Device is hashed into the per-device phase (see [Offset]).
+	Device string
+	// Logger nil discards.
+	Logger *slog.Logger
+}
+
+// Agent samples a [Collector] every interval, aligned to the wall clock plus
+// the device's offset, and hands each cycle's marshaled WriteRequest to
+// enqueue. Run must be called once; Healthy is safe for concurrent use.
+type Agent struct {
+	col      *Collector
+	enqueue  func(body []byte, samples int)
+	interval time.Duration
+	offset   time.Duration
+	log      *slog.Logger
+
+	wr   prompb.WriteRequest
+	body []byte
+	last atomic.Int64 // unix nanoseconds of the last finished cycle
+}
+
+// NewAgent returns an agent sampling col and handing requests to enqueue,
+// which must copy the body (it is reused).
+func NewAgent(col *Collector, enqueue func(body []byte, samples int), opts AgentOptions) (*Agent, error) {
+	if col == nil || enqueue == nil {
+		return nil, fmt.Errorf("collector or enqueue is nil: %w", ErrInvalidOption)
+	}
+	if opts.Interval < 0 {
+		return nil, fmt.Errorf("interval %s is negative: %w", opts.Interval, ErrInvalidOption)
+	}
+	a := &Agent{col: col, enqueue: enqueue, interval: opts.Interval, log: opts.Logger}
+	if a.interval == 0 {
+		a.interval = 15 * time.Second
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	a.offset = Offset(opts.Device, a.interval)
+	return a, nil
+}
+
+// Run samples until ctx is done, then returns nil.
+func (a *Agent) Run(ctx context.Context) error {
+	a.last.Store(time.Now().UnixNano())
+	a.log.Info("sampling", "interval", a.interval, "offset", a.offset, "cgroup_mode", int(a.col.CgroupMode()))
+	t := time.NewTimer(time.Until(Next(time.Now(), a.interval, a.offset)))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		a.Cycle(ctx, time.Now())
+		t.Reset(time.Until(Next(time.Now(), a.interval, a.offset)))
+	}
+}
+
+// Cycle samples once at now and enqueues the request.
+func (a *Agent) Cycle(ctx context.Context, now time.Time) {
+	a.wr.Timeseries = a.col.Collect(ctx, now)
+	a.body = a.wr.MarshalProtobuf(a.body[:0])
+	a.enqueue(a.body, len(a.wr.Timeseries))
+	a.wr.Timeseries = nil
+	a.last.Store(time.Now().UnixNano())
+}
+
+// Healthy returns an error when no cycle finished within three intervals
+// of the last one (or of Run's start): the loop is stuck.
+func (a *Agent) Healthy() error {
+	last := a.last.Load()
+	if last == 0 {
+		return nil
+	}
+	if age := time.Since(time.Unix(0, last)); age > 3*a.interval {
+		return fmt.Errorf("last sample %s ago (interval %s)", age.Round(time.Second), a.interval)
+	}
+	return nil
+}

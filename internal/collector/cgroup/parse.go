@@ -1,0 +1,165 @@
+package cgroup
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"syscall"
+)
+
+// fileReader reads small pseudo-files into one reused buffer. It is unsafe
+// for concurrent use.
+type fileReader struct {
+	buf []byte
+}
+
+// errNotExist reports a file that is absent: a controller not enabled for
+// this cgroup, or a cgroup removed while it was being read.
+var errNotExist = errors.New("file does not exist")
+
+// read returns the content of c's file slot in a buffer valid until the
+// next call. The file is opened on first use and kept open; a read error
+// closes it so the next cycle opens it afresh.
+func (r *fileReader) read(c *Container, slot int) ([]byte, error) {
+	path := c.paths[slot]
+	if path == "" {
+		return nil, errNotExist
+	}
+	if r.buf == nil {
+		r.buf = make([]byte, 8<<10)
+	}
+	if c.fds[slot] < 0 {
+		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		for err == syscall.EINTR {
+			fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		}
+		if err != nil {
+			if err == syscall.ENOENT || err == syscall.ENODEV || err == syscall.ENOTDIR {
+				return nil, errNotExist
+			}
+			return nil, fmt.Errorf("open %s: %w", path, err)
+		}
+		c.fds[slot] = fd
+	}
+	for {
+		n, err := syscall.Pread(c.fds[slot], r.buf, 0)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			syscall.Close(c.fds[slot])
+			c.fds[slot] = -1
+			if err == syscall.ENODEV || err == syscall.ENOENT {
+				return nil, errNotExist
+			}
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+		if n < len(r.buf) {
+			return r.buf[:n], nil
+		}
+		r.buf = make([]byte, 2*len(r.buf)) // the file did not fit: grow, read again
+	}
+}
+
+// parseUint parses a decimal unsigned integer; surrounding spaces and a
+// trailing newline are ignored.
+func parseUint(b []byte) (uint64, bool) {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if v > (1<<64-1-d)/10 {
+			return 0, false
+		}
+		v = v*10 + d
+	}
+	return v, true
+}
+
+// nextLine splits b at the first newline.
+func nextLine(b []byte) (line, rest []byte) {
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		return b[:i], b[i+1:]
+	}
+	return b, nil
+}
+
+// keyValue splits a "key value" line at its first space.
+func keyValue(line []byte) (key, value []byte) {
+	if i := bytes.IndexByte(line, ' '); i >= 0 {
+		return line[:i], line[i+1:]
+	}
+	return line, nil
+}
+
+// flatKeyed calls fn for every "key value" line of a flat-keyed file
+// (cpu.stat, memory.stat, memory.events): the format documented in the
+// kernel's Documentation/admin-guide/cgroup-v2.rst, "Format".
+func flatKeyed(b []byte, path string, fn func(key []byte, v uint64)) error {
+	for len(b) > 0 {
+		var line []byte
+		line, b = nextLine(b)
+		if len(line) == 0 {
+			continue
+		}
+		k, v := keyValue(line)
+		n, ok := parseUint(v)
+		if !ok {
+			return &ParseError{Path: path, Line: string(line)}
+		}
+		fn(k, n)
+	}
+	return nil
+}
+
+// parsePressure reads the "total=" (microseconds) of the some and full
+// lines of a PSI file:
+//
+//	some avg10=0.00 avg60=0.00 avg300=0.00 total=17489794
+//	full avg10=0.00 avg60=0.00 avg300=0.00 total=0
+func parsePressure(b []byte, path string) (p Pressure, err error) {
+	for len(b) > 0 {
+		var line []byte
+		line, b = nextLine(b)
+		if len(line) == 0 {
+			continue
+		}
+		kind, fields := keyValue(line)
+		i := bytes.Index(fields, []byte("total="))
+		if i < 0 {
+			return p, &ParseError{Path: path, Line: string(line)}
+		}
+		tot := fields[i+len("total="):]
+		if j := bytes.IndexByte(tot, ' '); j >= 0 {
+			tot = tot[:j]
+		}
+		us, ok := parseUint(tot)
+		if !ok {
+			return p, &ParseError{Path: path, Line: string(line)}
+		}
+		switch string(kind) {
+		case "some":
+			p.Some, p.HasSome = float64(us)/1e6, true
+		case "full":
+			p.Full, p.HasFull = float64(us)/1e6, true
+		}
+	}
+	return p, nil
+}
+
+// ParseError is a cgroup file whose content does not have the expected
+// format.
+type ParseError struct {
+	Path string
+	Line string
+}
+
+func (e *ParseError) Error() string {
+	return fmt.Sprintf("parse %s: unexpected line %q", e.Path, e.Line)
+}

@@ -1,0 +1,256 @@
+package cgroup
+
+import (
+	"bytes"
+	"errors"
+)
+
+// userHZ is the unit of cpuacct.stat (USER_HZ, 100 on every Linux ABI).
+const userHZ = 100
+
+// Read fills st with c's counters. Files that do not exist (a controller not
+// enabled for this cgroup, PSI compiled out) leave their fields out of
+// st.Has; when the cgroup vanished during the read, st.Has is 0 and the
+// error nil. Other failures are returned after reading every other file.
+func (r *Reader) Read(c *Container, st *Stats) error {
+	*st = Stats{}
+	var errs error
+	note := func(err error) {
+		if err != nil && !errors.Is(err, errNotExist) && errs == nil {
+			errs = err
+		}
+	}
+	if r.mode == ModeV2 {
+		note(r.readV2(c, st))
+	} else {
+		note(r.readV1(c, st))
+	}
+	for i := range st.Pressure {
+		slot := filePressureCPU + i
+		b, err := r.fr.read(c, slot)
+		if err != nil {
+			note(err)
+			continue
+		}
+		st.Pressure[i], err = parsePressure(b, c.paths[slot])
+		note(err)
+	}
+	if st.Has&(FieldMemUsage|FieldWorkingSet) == FieldMemUsage|FieldWorkingSet {
+		// working set = usage - inactive_file, floored at 0 (cAdvisor).
+		if st.WorkingSet > st.MemUsage {
+			st.WorkingSet = 0
+		} else {
+			st.WorkingSet = st.MemUsage - st.WorkingSet
+		}
+	} else {
+		st.Has &^= FieldWorkingSet
+	}
+	return errs
+}
+
+// readUint reads a single-number file into *dst and sets bit in st.Has.
+// "max" (v2's "no limit") reads as 0.
+func (r *Reader) readUint(c *Container, slot int, st *Stats, bit Field, dst *uint64) error {
+	path := c.paths[slot]
+	b, err := r.fr.read(c, slot)
+	if err != nil {
+		return err
+	}
+	if string(bytes.TrimSpace(b)) == "max" {
+		*dst = 0
+		st.Has |= bit
+		return nil
+	}
+	v, ok := parseUint(b)
+	if !ok {
+		return &ParseError{Path: path, Line: string(bytes.TrimSpace(b))}
+	}
+	*dst = v
+	st.Has |= bit
+	return nil
+}
+
+func (r *Reader) readFlat(c *Container, slot int, fn func(key []byte, v uint64)) error {
+	b, err := r.fr.read(c, slot)
+	if err != nil {
+		return err
+	}
+	return flatKeyed(b, c.paths[slot], fn)
+}
+
+func (r *Reader) readV2(c *Container, st *Stats) error {
+	var errs error
+	note := func(err error) {
+		if err != nil && !errors.Is(err, errNotExist) && errs == nil {
+			errs = err
+		}
+	}
+	note(r.readFlat(c, fileCPUStat, func(k []byte, v uint64) {
+		switch string(k) {
+		case "usage_usec":
+			st.CPUUsage, st.Has = float64(v)/1e6, st.Has|FieldCPUUsage
+		case "user_usec":
+			st.CPUUser, st.Has = float64(v)/1e6, st.Has|FieldCPUUser
+		case "system_usec":
+			st.CPUSystem, st.Has = float64(v)/1e6, st.Has|FieldCPUSystem
+		case "nr_throttled":
+			st.ThrottledPeriods, st.Has = v, st.Has|FieldThrottledPeriods
+		case "throttled_usec":
+			st.ThrottledSeconds, st.Has = float64(v)/1e6, st.Has|FieldThrottledSeconds
+		}
+	}))
+	note(r.readUint(c, fileMemCurrent, st, FieldMemUsage, &st.MemUsage))
+	note(r.readFlat(c, fileMemStat, func(k []byte, v uint64) {
+		switch string(k) {
+		case "anon":
+			st.RSS, st.Has = v, st.Has|FieldRSS
+		case "file":
+			st.Cache, st.Has = v, st.Has|FieldCache
+		case "inactive_file":
+			st.WorkingSet, st.Has = v, st.Has|FieldWorkingSet
+		}
+	}))
+	note(r.readUint(c, fileMemMax, st, FieldMemLimit, &st.MemLimit))
+	note(r.readFlat(c, fileMemEvents, func(k []byte, v uint64) {
+		if string(k) == "oom_kill" {
+			st.OOMKills, st.Has = v, st.Has|FieldOOMKills
+		}
+	}))
+	note(r.readUint(c, filePids, st, FieldThreads, &st.Threads))
+	note(r.readIOStat(c, fileIO, st))
+	if st.MemLimit >= unlimited {
+		st.MemLimit = 0
+	}
+	return errs
+}
+
+// readIOStat sums rbytes and wbytes over the devices of a v2 io.stat:
+//
+//	8:0 rbytes=1459200 wbytes=314773504 rios=192 wios=353 dbytes=0 dios=0
+func (r *Reader) readIOStat(c *Container, slot int, st *Stats) error {
+	path := c.paths[slot]
+	b, err := r.fr.read(c, slot)
+	if err != nil {
+		return err
+	}
+	st.Has |= FieldIO
+	for len(b) > 0 {
+		var line []byte
+		line, b = nextLine(b)
+		_, fields := keyValue(line)
+		for len(fields) > 0 {
+			var kv []byte
+			kv, fields = keyValue(fields)
+			k, v, ok := bytes.Cut(kv, []byte("="))
+			if !ok {
+				continue
+			}
+			var dst *uint64
+			switch string(k) {
+			case "rbytes":
+				dst = &st.ReadBytes
+			case "wbytes":
+				dst = &st.WriteBytes
+			default:
+				continue
+			}
+			n, ok := parseUint(v)
+			if !ok {
+				return &ParseError{Path: path, Line: string(line)}
+			}
+			*dst += n
+		}
+	}
+	return nil
+}
+
+func (r *Reader) readV1(c *Container, st *Stats) error {
+	var errs error
+	note := func(err error) {
+		if err != nil && !errors.Is(err, errNotExist) && errs == nil {
+			errs = err
+		}
+	}
+	var usageNs uint64
+	if err := r.readUint(c, fileCPUAcctUsage, st, FieldCPUUsage, &usageNs); err == nil {
+		st.CPUUsage = float64(usageNs) / 1e9
+	} else {
+		note(err)
+	}
+	note(r.readFlat(c, fileCPUAcctStat, func(k []byte, v uint64) {
+		switch string(k) {
+		case "user":
+			st.CPUUser, st.Has = float64(v)/userHZ, st.Has|FieldCPUUser
+		case "system":
+			st.CPUSystem, st.Has = float64(v)/userHZ, st.Has|FieldCPUSystem
+		}
+	}))
+	note(r.readFlat(c, fileCPUStat, func(k []byte, v uint64) {
+		switch string(k) {
+		case "nr_throttled":
+			st.ThrottledPeriods, st.Has = v, st.Has|FieldThrottledPeriods
+		case "throttled_time": // nanoseconds
+			st.ThrottledSeconds, st.Has = float64(v)/1e9, st.Has|FieldThrottledSeconds
+		}
+	}))
+	note(r.readUint(c, fileMemCurrent, st, FieldMemUsage, &st.MemUsage))
+	note(r.readFlat(c, fileMemStat, func(k []byte, v uint64) {
+		switch string(k) {
+		case "total_rss":
+			st.RSS, st.Has = v, st.Has|FieldRSS
+		case "total_cache":
+			st.Cache, st.Has = v, st.Has|FieldCache
+		case "total_inactive_file":
+			st.WorkingSet, st.Has = v, st.Has|FieldWorkingSet
+		}
+	}))
+	note(r.readUint(c, fileMemMax, st, FieldMemLimit, &st.MemLimit))
+	note(r.readFlat(c, fileMemEvents, func(k []byte, v uint64) {
+		if string(k) == "oom_kill" {
+			st.OOMKills, st.Has = v, st.Has|FieldOOMKills
+		}
+	}))
+	note(r.readUint(c, filePids, st, FieldThreads, &st.Threads))
+	note(r.readBlkio(c, fileIO, st))
+	if st.MemLimit >= unlimited {
+		st.MemLimit = 0
+	}
+	return errs
+}
+
+// readBlkio sums the Read and Write lines of a v1
+// blkio.throttle.io_service_bytes:
+//
+//	8:0 Read 1459200
+//	8:0 Write 314773504
+//	8:0 Total 316232704
+//	Total 316232704
+func (r *Reader) readBlkio(c *Container, slot int, st *Stats) error {
+	path := c.paths[slot]
+	b, err := r.fr.read(c, slot)
+	if err != nil {
+		return err
+	}
+	st.Has |= FieldIO
+	for len(b) > 0 {
+		var line []byte
+		line, b = nextLine(b)
+		_, rest := keyValue(line)
+		op, val := keyValue(rest)
+		var dst *uint64
+		switch string(op) {
+		case "Read":
+			dst = &st.ReadBytes
+		case "Write":
+			dst = &st.WriteBytes
+		default:
+			continue
+		}
+		n, ok := parseUint(val)
+		if !ok {
+			return &ParseError{Path: path, Line: string(line)}
+		}
+		*dst += n
+	}
+	return nil
+}

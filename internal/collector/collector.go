@@ -1,0 +1,373 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"tillpipe/internal/collector/cgroup"
+	"tillpipe/internal/collector/docker"
+	"tillpipe/internal/collector/node"
+)
+
+// StaleNaN is the Prometheus staleness marker: a series that ended gets one
+// sample with this value (remote-write spec, "Stale Markers").
+var StaleNaN = math.Float64frombits(0x7ff0000000000002)
+
+// IsStaleNaN reports whether v is the staleness marker.
+func IsStaleNaN(v float64) bool { return math.Float64bits(v) == 0x7ff0000000000002 }
+
+// ErrInvalidOption is wrapped by every error about a bad [Options] field.
+var ErrInvalidOption = errors.New("invalid option")
+
+// Options configures a [Collector]. The zero value of each field means its
+// default; Device is required.
+type Options struct {
+	// Device is the value of the device label on every series.
+	Device string
+	// CgroupRoot is where the cgroup filesystem is mounted; default
+	// /sys/fs/cgroup.
+	CgroupRoot string
+	// ProcRoot is where procfs is mounted; default /proc.
+	ProcRoot string
+	// DockerSocket is the Docker (or Podman) Engine API socket; default
+	// /var/run/docker.sock.
+	DockerSocket string
+	// NoDocker disables the runtime source: containers are then named by
+	// their cgroup path.
+	NoDocker bool
+	// DockerTimeout bounds one Engine API request; default 5s.
+	DockerTimeout time.Duration
+	// Statfs replaces syscall.Statfs for the filesystem metrics (tests).
+	Statfs func(path string, buf *syscall.Statfs_t) error
+	// Logger receives source errors, at most once a minute per source;
+	// nil discards.
+	Logger *slog.Logger
+	// Registerer receives the collector's own metrics; nil registers
+	// nowhere.
+	Registerer prometheus.Registerer
+}
+
+// seriesKey identifies a series across cycles without building its labels.
+type seriesKey struct {
+	d                *desc
+	container, image string
+	a, b             string
+}
+
+// series is one interned label set with its sample of the current cycle.
+type series struct {
+	labels []prompb.Label
+	sample [1]prompb.Sample
+	gen    uint64
+}
+
+// Collector samples every source into remote-write time series. Label sets
+// are interned across cycles, and a series that is not sampled again gets a
+// stale marker in the next cycle. It is unsafe for concurrent use.
+type Collector struct {
+	device string
+	log    *slog.Logger
+
+	cg      *cgroup.Reader
+	cgErr   error // from cgroup.New; reported every cycle
+	tracker *docker.Tracker
+	dc      *docker.Client
+	node    *node.Reader
+
+	gen    uint64
+	ts     int64
+	series map[seriesKey]*series
+	out    []prompb.TimeSeries
+
+	cgs     []*cgroup.Container
+	ctrs    []*docker.Container
+	byID    map[string]*docker.Container
+	cgStats cgroup.Stats
+	nStats  node.Stats
+
+	errCount   map[string]float64
+	errMetric  *prometheus.CounterVec
+	errLogged  map[string]time.Time
+	cycleTime  prometheus.Gauge
+	seriesGage prometheus.Gauge
+}
+
+// New returns a collector for opts. A missing cgroup hierarchy is not an
+// error here: it is reported as a scrape error of source "cgroup" every
+// cycle, so the device metrics still flow.
+func New(opts Options) (*Collector, error) {
+	if opts.Device == "" {
+		return nil, fmt.Errorf("device is empty: %w", ErrInvalidOption)
+	}
+	c := &Collector{
+		device:    opts.Device,
+		log:       opts.Logger,
+		series:    make(map[seriesKey]*series),
+		byID:      make(map[string]*docker.Container),
+		errCount:  map[string]float64{sourceCgroup: 0, sourceDocker: 0, sourceNode: 0},
+		errLogged: make(map[string]time.Time),
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.log = c.log.With("component", "collector")
+	c.cg, c.cgErr = cgroup.New(cgroup.Options{Root: opts.CgroupRoot})
+	if !opts.NoDocker {
+		c.dc = docker.NewClient(docker.Options{Socket: opts.DockerSocket, Timeout: opts.DockerTimeout})
+		c.tracker = docker.NewTracker(c.dc)
+	}
+	c.node = node.NewReader(node.Options{ProcRoot: opts.ProcRoot, Statfs: opts.Statfs})
+
+	c.errMetric = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "scrape_errors_total", Help: "Errors reading each source.",
+	}, []string{"source"})
+	c.cycleTime = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "last_cycle_duration_seconds", Help: "Wall time of the last sampling cycle.",
+	})
+	c.seriesGage = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "series", Help: "Series sampled in the last cycle, stale markers included.",
+	})
+	for s := range c.errCount {
+		c.errMetric.WithLabelValues(s)
+	}
+	if opts.Registerer != nil {
+		for _, m := range []prometheus.Collector{c.errMetric, c.cycleTime, c.seriesGage} {
+			if err := opts.Registerer.Register(m); err != nil {
+				return nil, fmt.Errorf("register collector metrics: %w", err)
+			}
+		}
+	}
+	return c, nil
+}
+
+// Close releases the cgroup files and the Engine API connection.
+func (c *Collector) Close() {
+	if c.cg != nil {
+		c.cg.Close()
+	}
+	if c.dc != nil {
+		c.dc.Close()
+	}
+}
+
+// CgroupMode is the cgroup version found, 0 when none.
+func (c *Collector) CgroupMode() cgroup.Mode {
+	if c.cg == nil {
+		return 0
+	}
+	return c.cg.Mode()
+}
+
+// Collect samples every source at now and returns the series, each with one
+// sample stamped now, followed by stale markers for the series of the
+// previous cycle that are gone. The result is valid until the next call.
+func (c *Collector) Collect(ctx context.Context, now time.Time) []prompb.TimeSeries {
+	start := time.Now()
+	c.gen++
+	c.ts = now.UnixMilli()
+	c.out = c.out[:0]
+
+	c.collectContainers(ctx)
+	c.collectNode()
+	for _, s := range []string{sourceCgroup, sourceDocker, sourceNode} {
+		c.emit(mScrapeErrors, "", "", s, "", c.errCount[s])
+	}
+	for k, s := range c.series {
+		if s.gen != c.gen {
+			s.sample[0] = prompb.Sample{Value: StaleNaN, Timestamp: c.ts}
+			c.out = append(c.out, prompb.TimeSeries{Labels: s.labels, Samples: s.sample[:]})
+			delete(c.series, k)
+		}
+	}
+	c.cycleTime.Set(time.Since(start).Seconds())
+	c.seriesGage.Set(float64(len(c.out)))
+	return c.out
+}
+
+// sourceError counts err against source and logs it at most once a minute.
+func (c *Collector) sourceError(source string, err error) {
+	c.errCount[source]++
+	c.errMetric.WithLabelValues(source).Inc()
+	now := time.Now()
+	if last, ok := c.errLogged[source]; ok && now.Sub(last) < time.Minute {
+		return
+	}
+	c.errLogged[source] = now
+	c.log.Warn("read source", "source", source, "err", err)
+}
+
+func (c *Collector) collectContainers(ctx context.Context) {
+	clear(c.byID)
+	c.ctrs = c.ctrs[:0]
+	if c.tracker != nil {
+		var err error
+		c.ctrs, err = c.tracker.Containers(ctx, c.ctrs)
+		if err != nil {
+			c.sourceError(sourceDocker, err)
+		}
+		for _, d := range c.ctrs {
+			c.byID[d.ID] = d
+		}
+	}
+	if c.cg == nil {
+		c.sourceError(sourceCgroup, c.cgErr)
+	} else {
+		var err error
+		c.cgs, err = c.cg.Discover(c.cgs[:0])
+		if err != nil {
+			c.sourceError(sourceCgroup, err)
+		}
+		for _, cg := range c.cgs {
+			name, image := cg.Path, ""
+			if d := c.byID[cg.ID]; d != nil {
+				name, image = d.Name, d.Image
+			}
+			if err := c.cg.Read(cg, &c.cgStats); err != nil {
+				c.sourceError(sourceCgroup, err)
+			}
+			c.emitCgroup(name, image, &c.cgStats)
+		}
+	}
+	for _, d := range c.ctrs {
+		c.emitRuntime(d)
+	}
+}
+
+func (c *Collector) emitCgroup(name, image string, st *cgroup.Stats) {
+	h := st.Has
+	f := func(bit cgroup.Field, d *desc, v float64) {
+		if h&bit != 0 {
+			c.emit(d, name, image, "", "", v)
+		}
+	}
+	f(cgroup.FieldCPUUsage, mCPUUsage, st.CPUUsage)
+	f(cgroup.FieldCPUUser, mCPUUser, st.CPUUser)
+	f(cgroup.FieldCPUSystem, mCPUSystem, st.CPUSystem)
+	f(cgroup.FieldThrottledPeriods, mThrottledPeriods, float64(st.ThrottledPeriods))
+	f(cgroup.FieldThrottledSeconds, mThrottledSeconds, st.ThrottledSeconds)
+	f(cgroup.FieldMemUsage, mMemUsage, float64(st.MemUsage))
+	f(cgroup.FieldWorkingSet, mWorkingSet, float64(st.WorkingSet))
+	f(cgroup.FieldRSS, mRSS, float64(st.RSS))
+	f(cgroup.FieldCache, mCache, float64(st.Cache))
+	f(cgroup.FieldMemLimit, mMemLimit, float64(st.MemLimit))
+	f(cgroup.FieldOOMKills, mOOMEvents, float64(st.OOMKills))
+	f(cgroup.FieldThreads, mThreads, float64(st.Threads))
+	f(cgroup.FieldIO, mFSReads, float64(st.ReadBytes))
+	f(cgroup.FieldIO, mFSWrites, float64(st.WriteBytes))
+	for i, p := range st.Pressure {
+		if p.HasSome {
+			c.emit(mPressure[i][0], name, image, "", "", p.Some)
+		}
+		if p.HasFull {
+			c.emit(mPressure[i][1], name, image, "", "", p.Full)
+		}
+	}
+}
+
+func (c *Collector) emitRuntime(d *docker.Container) {
+	for _, s := range docker.States {
+		c.emit(mState, d.Name, d.Image, s, "", b2f(d.State == s))
+	}
+	c.emit(mRestarts, d.Name, d.Image, "", "", float64(d.RestartCount))
+	if !d.StartedAt.IsZero() {
+		c.emit(mStartTime, d.Name, d.Image, "", "", float64(d.StartedAt.UnixNano())/1e9)
+	}
+	c.emit(mOOMKilled, d.Name, d.Image, "", "", b2f(d.OOMKilled))
+	if d.Health != "" {
+		for _, s := range docker.HealthStatuses {
+			c.emit(mHealth, d.Name, d.Image, s, "", b2f(d.Health == s))
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (c *Collector) collectNode() {
+	st := &c.nStats
+	if err := c.node.Read(st); err != nil {
+		c.sourceError(sourceNode, err)
+	}
+	for _, cpu := range st.CPUs {
+		for i, m := range node.CPUModes {
+			c.emit(mNodeCPU, "", "", cpu.ID, m, cpu.Modes[i])
+		}
+	}
+	for i, has := range st.MemHas {
+		if has {
+			c.emit(mNodeMem[i], "", "", "", "", st.Mem[i])
+		}
+	}
+	if st.HasLoad {
+		for i, d := range mNodeLoad {
+			c.emit(d, "", "", "", "", st.Load[i])
+		}
+	}
+	if st.BootTime > 0 {
+		c.emit(mNodeBootTime, "", "", "", "", st.BootTime)
+	}
+	for _, fs := range st.Filesystems {
+		c.emit(mNodeFSSize, "", "", fs.FSType, fs.MountPoint, fs.Size)
+		c.emit(mNodeFSFree, "", "", fs.FSType, fs.MountPoint, fs.Free)
+		c.emit(mNodeFSAvail, "", "", fs.FSType, fs.MountPoint, fs.Avail)
+	}
+	for _, n := range st.Net {
+		c.emit(mNodeNetRx, "", "", n.Name, "", float64(n.RxBytes))
+		c.emit(mNodeNetTx, "", "", n.Name, "", float64(n.TxBytes))
+	}
+}
+
+func init() {
+	for _, name := range node.MemInfo {
+		mNodeMem = append(mNodeMem, &desc{name: "node_memory_" + name + "_bytes", help: "Memory information field " + name + "_bytes."})
+	}
+}
+
+// emit appends one sample of the series (d, container, image, a, b).
+func (c *Collector) emit(d *desc, container, image, a, b string, v float64) {
+	k := seriesKey{d: d, container: container, image: image, a: a, b: b}
+	s := c.series[k]
+	if s == nil {
+		s = &series{labels: c.labels(k)}
+		c.series[k] = s
+	} else if s.gen == c.gen {
+		return // the same series twice in a cycle: keep the first
+	}
+	s.gen = c.gen
+	s.sample[0] = prompb.Sample{Value: v, Timestamp: c.ts}
+	c.out = append(c.out, prompb.TimeSeries{Labels: s.labels, Samples: s.sample[:]})
+}
+
+// labels builds k's label set, sorted by name as remote-write requires.
+func (c *Collector) labels(k seriesKey) []prompb.Label {
+	ls := make([]prompb.Label, 0, 6)
+	ls = append(ls, prompb.Label{Name: "__name__", Value: k.d.name}, prompb.Label{Name: "device", Value: c.device})
+	if k.container != "" {
+		ls = append(ls, prompb.Label{Name: "container", Value: k.container})
+	}
+	if k.image != "" {
+		ls = append(ls, prompb.Label{Name: "image", Value: k.image})
+	}
+	if k.d.label != "" {
+		ls = append(ls, prompb.Label{Name: k.d.label, Value: k.a})
+	}
+	if k.d.label2 != "" {
+		ls = append(ls, prompb.Label{Name: k.d.label2, Value: k.b})
+	}
+	slices.SortFunc(ls, func(x, y prompb.Label) int { return strings.Compare(x.Name, y.Name) })
+	return ls
+}

@@ -1,0 +1,112 @@
+package docker_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"tillpipe/internal/collector/docker"
+	"tillpipe/internal/collector/docker/dockertest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func copyFixtures(t *testing.T) string {
+	dst := filepath.Join(t.TempDir(), "docker")
+	if err := os.CopyFS(dst, os.DirFS("../testdata/docker")); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+func TestTracker_InspectsOnlyWhenStatusChanges(t *testing.T) {
+	dir := copyFixtures(t)
+	srv := dockertest.Start(t, dir)
+	c := docker.NewClient(docker.Options{Socket: srv.Socket})
+	defer c.Close()
+	tr := docker.NewTracker(c)
+	ctx := context.Background()
+
+	got, err := tr.Containers(ctx, nil)
+	if err != nil || len(got) != 5 || srv.Inspects() != 5 {
+		t.Fatalf("first cycle: %d containers, %d inspects, err %v", len(got), srv.Inspects(), err)
+	}
+	byName := map[string]*docker.Container{}
+	for _, c := range got {
+		byName[c.Name] = c
+	}
+	if c := byName["receipt-printer"]; c.State != "restarting" || c.RestartCount != 7 {
+		t.Errorf("receipt-printer %+v", c)
+	}
+	if c := byName["loyalty-sync"]; !c.OOMKilled || c.State != "exited" {
+		t.Errorf("loyalty-sync %+v", c)
+	}
+	if c := byName["scale-driver"]; !c.StartedAt.IsZero() || c.Health != "" {
+		t.Errorf("scale-driver %+v", c)
+	}
+	if c := byName["payment-gw"]; c.Health != "unhealthy" || c.Image != "registry.example.com/pos/payment-gw:2.9.0" {
+		t.Errorf("payment-gw %+v", c)
+	}
+
+	if _, err := tr.Containers(ctx, nil); err != nil || srv.Inspects() != 5 {
+		t.Fatalf("unchanged list: %d inspects (want none new), err %v", srv.Inspects()-5, err)
+	}
+	list, _ := os.ReadFile(filepath.Join(dir, "containers.json"))
+	list = []byte(strings.Replace(string(list), "Up 3 hours (healthy)", "Up 3 hours (unhealthy)", 1))
+	if err := os.WriteFile(filepath.Join(dir, "containers.json"), list, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Containers(ctx, nil); err != nil || srv.Inspects() != 6 {
+		t.Fatalf("one status changed: %d inspects, want 1, err %v", srv.Inspects()-5, err)
+	}
+}
+
+func TestTracker_Failures(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		mutate  func(t *testing.T, dir string)
+		wantErr bool
+		want    int
+	}{
+		{"container_removed_between_list_and_inspect", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, "containers", "f137b47443f7c2b41d500a46c08bb8842774797e896f179081a09824726c45ba.json"))
+		}, false, 4},
+		{"list_not_json", func(t *testing.T, dir string) {
+			os.WriteFile(filepath.Join(dir, "containers.json"), []byte("<html>"), 0o644)
+		}, true, 0},
+		{"list_not_an_array", func(t *testing.T, dir string) {
+			os.WriteFile(filepath.Join(dir, "containers.json"), []byte(`{"message":"x"}`), 0o644)
+		}, true, 0},
+		{"engine_answers_404_for_list", func(t *testing.T, dir string) {
+			os.Remove(filepath.Join(dir, "containers.json"))
+		}, true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := copyFixtures(t)
+			tc.mutate(t, dir)
+			srv := dockertest.Start(t, dir)
+			c := docker.NewClient(docker.Options{Socket: srv.Socket})
+			defer c.Close()
+			got, err := docker.NewTracker(c).Containers(context.Background(), nil)
+			if (err != nil) != tc.wantErr || len(got) != tc.want {
+				t.Errorf("%d containers, err %v; want %d, error %v", len(got), err, tc.want, tc.wantErr)
+			}
+		})
+	}
+	t.Run("socket_missing", func(t *testing.T) {
+		c := docker.NewClient(docker.Options{Socket: filepath.Join(t.TempDir(), "docker.sock")})
+		defer c.Close()
+		if _, err := docker.NewTracker(c).Containers(context.Background(), nil); err == nil {
+			t.Error("no error")
+		}
+		var ae *docker.APIError
+		if _, err := c.List(context.Background(), nil); errors.As(err, &ae) {
+			t.Errorf("a dial error reported as an API answer: %v", err)
+		}
+	})
+}
