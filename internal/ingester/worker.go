@@ -157,7 +157,12 @@ func (w *worker) add(hard context.Context, msg jetstream.Msg) {
 		w.poison(hard, msg, &PoisonError{Reason: ReasonBadSubject, Err: err})
 		return
 	}
-	b, err := w.dec.Decode(msg.Data())
+	// DecodeRaw verifies the frame (sizes, CRC, version) and decompresses it
+	// without unmarshaling: the remote-write bytes go to the backend as they
+	// are, and the header's counts describe them. A payload that passed its
+	// CRC but is not valid protobuf (a relay bug) is refused by the backend
+	// with a 4xx and dead-lettered as backend_4xx.
+	b, err := w.dec.DecodeRaw(msg.Data())
 	if err != nil {
 		w.poison(hard, msg, &PoisonError{Reason: decodeReason(err), Err: err})
 		return
@@ -173,12 +178,9 @@ func (w *worker) add(hard context.Context, msg jetstream.Msg) {
 			Err: fmt.Errorf("batch seq %d of store %s has class %s, subject %s", h.Seq, h.Store, h.Class, msg.Subject())})
 		return
 	}
-	samples := 0
-	for i := range b.Request.Timeseries {
-		samples += len(b.Request.Timeseries[i].Samples)
-	}
+	samples := int(h.Samples)
 	p := &w.pend
-	p.body = b.Request.MarshalProtobuf(p.body)
+	p.body = append(p.body, b.Raw...)
 	p.msgs = append(p.msgs, msg)
 	p.ends = append(p.ends, len(p.body))
 	p.samples = append(p.samples, samples)

@@ -52,7 +52,12 @@ type DecoderOptions struct {
 type Batch struct {
 	Header Header
 	// Request is the payload. Its strings point into the Decoder's buffer.
+	// It is nil after [Decoder.DecodeRaw].
 	Request *prompb.WriteRequest
+	// Raw is the verified, decompressed payload in format Header.Payload.
+	// A remote-write v1 Raw is a marshaled WriteRequest, so Raws of several
+	// batches concatenated are one valid WriteRequest (repeated fields).
+	Raw []byte
 }
 
 // Decoder verifies and decodes frames, reusing its buffers from call to call,
@@ -89,7 +94,22 @@ func NewDecoder(opts DecoderOptions) *Decoder {
 // the sentinel errors of this package or are a *[VersionError]; nothing is
 // allocated in proportion to what a hostile header claims.
 func (d *Decoder) Decode(frame []byte) (*Batch, error) {
+	return d.decode(frame, true)
+}
+
+// DecodeRaw verifies a frame exactly as [Decoder.Decode] does (magic,
+// version, sizes, CRC, decompressed length) and decompresses it, but does
+// not unmarshal the payload: Batch.Request is nil and Batch.Raw holds the
+// payload. A forwarder that passes remote-write bytes on unchanged (the
+// ingester) saves the unmarshal and re-marshal this way; the header's
+// counts and times describe the payload.
+func (d *Decoder) DecodeRaw(frame []byte) (*Batch, error) {
+	return d.decode(frame, false)
+}
+
+func (d *Decoder) decode(frame []byte, unmarshal bool) (*Batch, error) {
 	d.batch.Request = nil
+	d.batch.Raw = nil
 	if len(frame) > d.maxFrameLen {
 		return nil, fmt.Errorf("decode batch: frame of %d bytes, limit %d: %w", len(frame), d.maxFrameLen, ErrTooLarge)
 	}
@@ -98,7 +118,7 @@ func (d *Decoder) Decode(frame []byte) (*Batch, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode batch: %w", err)
 	}
-	if err := d.decodePayload(h, frame[hlen:]); err != nil {
+	if err := d.decodePayload(h, frame[hlen:], unmarshal); err != nil {
 		return nil, fmt.Errorf("decode batch %s/%s seq %d: %w", h.Store, h.Class, h.Seq, err)
 	}
 	return &d.batch, nil
@@ -118,7 +138,7 @@ func maxInflation(c Codec, n int) uint64 {
 	}
 }
 
-func (d *Decoder) decodePayload(h *Header, payload []byte) error {
+func (d *Decoder) decodePayload(h *Header, payload []byte, unmarshal bool) error {
 	if uint64(h.RawLen) > uint64(d.maxRawLen) {
 		return fmt.Errorf("raw payload of %d bytes, limit %d: %w", h.RawLen, d.maxRawLen, ErrTooLarge)
 	}
@@ -169,8 +189,12 @@ func (d *Decoder) decodePayload(h *Header, payload []byte) error {
 		// parseHeader already refused it; kept so a new codec cannot slip through.
 		return fmt.Errorf("codec %d: %w", h.Codec, ErrUnknownCodec)
 	}
+	d.batch.Raw = raw
 	switch h.Payload {
 	case PayloadRemoteWriteV1:
+		if !unmarshal {
+			return nil
+		}
 		wr, err := d.wru.UnmarshalProtobuf(raw)
 		if err != nil {
 			return fmt.Errorf("unmarshal write request: %w: %w", ErrCorruptPayload, err)

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"runtime"
@@ -230,6 +231,41 @@ func TestAppendBatch_Allocs(t *testing.T) {
 			})
 			if allocs > 0 {
 				t.Fatalf("%v allocations per AppendBatch, want 0", allocs)
+			}
+		})
+	}
+}
+
+// TestDecodeRaw checks the forwarder's path: the same verification as
+// Decode, the payload bytes handed out unchanged, and payloads of several
+// batches concatenating into one valid WriteRequest.
+func TestDecodeRaw(t *testing.T) {
+	wr := fixedRequest()
+	want := wr.MarshalProtobuf(nil)
+	for _, c := range codecs {
+		t.Run(c.String(), func(t *testing.T) {
+			frame, h := encode(t, fixedHeader(c), wr)
+			d := NewDecoder(DecoderOptions{})
+			b, err := d.DecodeRaw(frame)
+			if err != nil {
+				t.Fatalf("DecodeRaw: %v", err)
+			}
+			if b.Request != nil || b.Header != h || !bytes.Equal(b.Raw, want) {
+				t.Fatalf("DecodeRaw = header %+v request %v raw %d bytes; want header %+v, nil request, %d raw bytes", b.Header, b.Request, len(b.Raw), h, len(want))
+			}
+			twice := append(append([]byte(nil), b.Raw...), b.Raw...)
+			var u prompb.WriteRequestUnmarshaler
+			got, err := u.UnmarshalProtobuf(twice)
+			if err != nil || len(got.Timeseries) != 2*len(wr.Timeseries) {
+				t.Fatalf("two concatenated payloads: %v, %d series; want %d", err, len(got.Timeseries), 2*len(wr.Timeseries))
+			}
+			bad := append([]byte(nil), frame...)
+			bad[len(bad)-1] ^= 0xff
+			if _, err := d.DecodeRaw(bad); !errors.Is(err, ErrChecksum) {
+				t.Fatalf("DecodeRaw of a flipped payload byte: %v, want ErrChecksum", err)
+			}
+			if _, err := d.DecodeRaw(frame[:len(frame)-1]); !errors.Is(err, ErrTruncated) {
+				t.Fatalf("DecodeRaw of a truncated frame: %v, want ErrTruncated", err)
 			}
 		})
 	}
