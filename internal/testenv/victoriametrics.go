@@ -174,7 +174,8 @@ func (vm *VictoriaMetrics) Flush(ctx context.Context) error {
 }
 
 // Export flushes and returns every series matching the selector, with all of
-// its raw samples (duplicates included, since deduplication is off).
+// its raw samples (duplicates included, since deduplication is off). The
+// export API may split one series over several lines; Export merges them.
 func (vm *VictoriaMetrics) Export(ctx context.Context, match string) ([]Series, error) {
 	if err := vm.Flush(ctx); err != nil {
 		return nil, err
@@ -191,6 +192,7 @@ func (vm *VictoriaMetrics) Export(ctx context.Context, match string) ([]Series, 
 		return nil, fmt.Errorf("export %s: status %d: %s", match, resp.StatusCode, b)
 	}
 	var out []Series
+	byKey := map[string]int{}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 256<<20)
 	for sc.Scan() {
@@ -198,6 +200,12 @@ func (vm *VictoriaMetrics) Export(ctx context.Context, match string) ([]Series, 
 		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
 			return nil, fmt.Errorf("export %s: decode line: %w", match, err)
 		}
+		if i, ok := byKey[s.Key()]; ok {
+			out[i].Values = append(out[i].Values, s.Values...)
+			out[i].Timestamps = append(out[i].Timestamps, s.Timestamps...)
+			continue
+		}
+		byKey[s.Key()] = len(out)
 		out = append(out, s)
 	}
 	if err := sc.Err(); err != nil {
