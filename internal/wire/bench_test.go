@@ -95,3 +95,36 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEncodeLevel compares the zstd levels on an already-marshaled
+// payload, as the store relay seals it ([AppendFrameLevel]).
+func BenchmarkEncodeLevel(b *testing.B) {
+	for _, l := range []struct {
+		name  string
+		level Level
+	}{{"default", LevelDefault}, {"fastest", LevelFastest}} {
+		for _, bb := range benchBatches {
+			wr, n := benchRequest(bb.tills, bb.samples)
+			raw := wr.MarshalProtobuf(nil)
+			b.Run(l.name+"/"+bb.name, func(b *testing.B) {
+				b.ReportAllocs()
+				h := fixedHeader(CodecZstd)
+				h.Payload = PayloadRemoteWriteV1
+				dst, err := AppendFrameLevel(nil, &h, raw, l.level)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for b.Loop() {
+					h := fixedHeader(CodecZstd)
+					h.Payload = PayloadRemoteWriteV1
+					if dst, err = AppendFrameLevel(dst[:0], &h, raw, l.level); err != nil {
+						b.Fatal(err)
+					}
+				}
+				samples := float64(n)
+				b.ReportMetric(samples*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
+				b.ReportMetric(float64(len(dst))/samples, "bytes/sample")
+			})
+		}
+	}
+}

@@ -44,6 +44,11 @@
 //	Decode/zstd/store              9.98              6.29M            6.31M
 //	Decode/zstd/backlog            3.91             30.39M           30.76M
 //
+// [AppendFrameLevel] with [LevelFastest] (BenchmarkEncodeLevel, on the
+// marshaled payload) gives 9.62 bytes/sample at 4.9M samples/s on "store"
+// (default: 9.98 at 4.2M) and 4.43 at 18M/s on "backlog" (default: 3.91 at
+// 13.5M/s); frames decode the same whatever the level.
+//
 // Decoding is mostly the protobuf unmarshal (zstd decompression of a store
 // batch takes about 0.36 ms of its 1.27 ms), and most of the bytes are label
 // sets repeated with every sample: with one sample per series a remote-write

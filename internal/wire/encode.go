@@ -12,15 +12,34 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// zstdEncoder is shared by every goroutine: EncodeAll is safe for concurrent
-// use. Its configuration is part of the golden vectors in testdata/golden:
-// changing it changes the bytes written (though not what decoders accept).
-// The frame carries no zstd checksum, as the header's CRC-32C covers the payload.
-var zstdEncoder = mustZstdEncoder()
+// Level is how hard [CodecZstd] compresses. It changes the bytes written and
+// the CPU spent, never the frame format: every level decodes the same way.
+// The zero value is [LevelDefault].
+type Level uint8
 
-func mustZstdEncoder() *zstd.Encoder {
+// The zstd levels.
+const (
+	// LevelDefault is zstd's SpeedDefault (about zstd -3), what [AppendBatch]
+	// and [AppendFrame] use; the golden vectors are encoded with it.
+	LevelDefault Level = iota
+	// LevelFastest is zstd's SpeedFastest (about zstd -1): see doc.go for
+	// what it costs in bytes and saves in CPU.
+	LevelFastest
+)
+
+// zstdEncoders, by Level, are shared by every goroutine: EncodeAll is safe
+// for concurrent use. Their configuration is part of the golden vectors in
+// testdata/golden (LevelDefault): changing it changes the bytes written
+// (though not what decoders accept). The frame carries no zstd checksum, as
+// the header's CRC-32C covers the payload.
+var zstdEncoders = [...]*zstd.Encoder{
+	LevelDefault: mustZstdEncoder(zstd.SpeedDefault),
+	LevelFastest: mustZstdEncoder(zstd.SpeedFastest),
+}
+
+func mustZstdEncoder(level zstd.EncoderLevel) *zstd.Encoder {
 	enc, err := zstd.NewWriter(nil,
-		zstd.WithEncoderLevel(zstd.SpeedDefault),
+		zstd.WithEncoderLevel(level),
 		zstd.WithEncoderCRC(false),
 		zstd.WithEncoderConcurrency(1),
 		zstd.WithWindowSize(1<<20),
@@ -92,6 +111,12 @@ func AppendBatch(dst []byte, h *Header, wr *prompb.WriteRequest) ([]byte, error)
 //
 // AppendFrame is safe for concurrent use. On error it returns dst unchanged.
 func AppendFrame(dst []byte, h *Header, raw []byte) ([]byte, error) {
+	return AppendFrameLevel(dst, h, raw, LevelDefault)
+}
+
+// AppendFrameLevel is [AppendFrame] compressing [CodecZstd] payloads at
+// level; other codecs ignore it. An unknown level is [LevelDefault].
+func AppendFrameLevel(dst []byte, h *Header, raw []byte, level Level) ([]byte, error) {
 	if err := h.validate(); err != nil {
 		return dst, fmt.Errorf("encode batch seq %d: %w", h.Seq, err)
 	}
@@ -115,7 +140,10 @@ func AppendFrame(dst []byte, h *Header, raw []byte) ([]byte, error) {
 	case CodecZstd:
 		// Reserve about what the payload compresses to, so EncodeAll rarely grows dst.
 		dst = slices.Grow(dst, hlen+len(raw)/4+64)[:start+hlen]
-		dst = zstdEncoder.EncodeAll(raw, dst)
+		if int(level) >= len(zstdEncoders) {
+			level = LevelDefault
+		}
+		dst = zstdEncoders[level].EncodeAll(raw, dst)
 	}
 	return finishFrame(dst, start, hlen, h, len(raw))
 }
