@@ -6,18 +6,25 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tillpipe/internal/remotewrite"
 	"tillpipe/internal/stream"
 	"tillpipe/internal/testenv"
+	"tillpipe/internal/wire"
 )
 
 // TestNATSStorePermissions loads deployments/nats/tillpipe.conf with users
@@ -120,6 +127,9 @@ func TestNATSStorePermissions(t *testing.T) {
 			t.Fatal("no watch entry")
 		}
 	})
+	t.Run("relay_binary_with_store_user", func(t *testing.T) {
+		relayWithStoreUser(t, ctx, n.URL(), pw["s0001"], ijs)
+	})
 	t.Run("stream_admin_is_refused", func(t *testing.T) {
 		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
 		defer pcancel()
@@ -131,4 +141,82 @@ func TestNATSStorePermissions(t *testing.T) {
 			t.Fatal("store read the telemetry stream's info")
 		}
 	})
+}
+
+// relayWithStoreUser runs the real storerelay as store s0001 with only that
+// store's permissions: a remote-write request reaches the stream and the
+// uplink rate set for s0001 in the config bucket is applied.
+func relayWithStoreUser(t *testing.T, ctx context.Context, natsURL, password string, central jetstream.JetStream) {
+	port := testenv.FreePort(t)
+	u := strings.Replace(natsURL, "nats://", "nats://store-s0001:"+password+"@", 1)
+	relay := exec.Command(testenv.Binary(t, "storerelay"), "-store", "s0001", "-data-dir", t.TempDir(),
+		"-listen", fmt.Sprintf("127.0.0.1:%d", port), "-nats-url", u, "-log-level", "warn")
+	var logs bytes.Buffer
+	relay.Stdout, relay.Stderr = &logs, &logs
+	relay.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := relay.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = relay.Process.Signal(syscall.SIGTERM)
+		_ = relay.Wait()
+		if t.Failed() {
+			t.Logf("relay log:\n%s", logs.String())
+		}
+	})
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	client, err := remotewrite.NewClient(remotewrite.ClientOptions{URL: base + "/api/v1/write"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wr := prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+		Labels:  []prompb.Label{{Name: "__name__", Value: "till_container_state"}, {Name: "container", Value: "payment-gateway"}, {Name: "device", Value: "till-01"}, {Name: "state", Value: "running"}},
+		Samples: []prompb.Sample{{Value: 1, Timestamp: time.Now().UnixMilli()}},
+	}}}
+	for {
+		err := client.Send(ctx, wr.MarshalProtobuf(nil))
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("remote-write to the relay: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // the relay is still starting
+	}
+	s, err := central.Stream(ctx, stream.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The earlier subtest left a non-batch message on this subject: wait for
+	// the relay's batch to be the newest.
+	dec := wire.NewDecoder(wire.DecoderOptions{})
+	for {
+		msg, err := s.GetLastMsgForSubject(ctx, stream.Subject("s0001", "critical"))
+		if err == nil {
+			if b, derr := dec.Decode(msg.Data); derr == nil {
+				if b.Header.Store != "s0001" || len(b.Request.Timeseries) != 1 {
+					t.Fatalf("batch on the stream: %+v", b)
+				}
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no critical batch from s0001 on the stream: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for {
+		resp, err := http.Get(base + "/metrics")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if strings.Contains(string(body), "tillpipe_relay_uplink_rate_limit_bytes 125000") {
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the relay never applied uplink-rate.s0001=125000 from the config bucket")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -105,7 +105,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	nc, err := uplink.Dial(ctx, cfg.NATSURL, cfg.NATSCreds, "storerelay-"+cfg.Store, logger)
+	nc, err := uplink.Dial(ctx, cfg.NATSURL, cfg.NATSCreds, cfg.Store, logger)
 	if err != nil {
 		return err
 	}

@@ -20,15 +20,19 @@ const (
 	dialMaxPingsOut     = 3
 )
 
-// Dial connects a relay to central at url (comma-separated for a cluster)
-// with the credentials file creds ("" for none) under the client name name.
+// Dial connects store's relay to central at url (comma-separated for a
+// cluster; user:password in the URL for config-file users) with the
+// credentials file creds ("" for none), named storerelay-<store>. Replies
+// (PubAcks, the config watch) arrive on the store's own inbox prefix
+// _INBOX_<store>, which is all deployments/nats lets a store subscribe to.
 // The connection reconnects forever, starts even when central is
 // unreachable (RetryOnFailedConnect; it connects in the background), keeps
 // retrying after authorization errors, and has no reconnect buffer: a publish
 // while disconnected fails at once and the uplink resends from disk. Status
 // changes are logged; the uplink_connected gauge of an [Uplink] reads the
 // connection's state directly. ctx bounds only the first attempt.
-func Dial(ctx context.Context, url, creds, name string, logger *slog.Logger) (*nats.Conn, error) {
+func Dial(ctx context.Context, url, creds, store string, logger *slog.Logger) (*nats.Conn, error) {
+	name := "storerelay-" + store
 	log := obs.Discard(logger).With("component", "uplink")
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", url, err)
@@ -39,6 +43,7 @@ func Dial(ctx context.Context, url, creds, name string, logger *slog.Logger) (*n
 	}
 	opts := []nats.Option{
 		nats.Name(name),
+		nats.CustomInboxPrefix(InboxPrefix(store)),
 		nats.Timeout(timeout),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(dialReconnectWait),
@@ -77,3 +82,6 @@ func Dial(ctx context.Context, url, creds, name string, logger *slog.Logger) (*n
 	}
 	return nc, nil
 }
+
+// InboxPrefix is the reply-subject prefix of store's connection.
+func InboxPrefix(store string) string { return "_INBOX_" + store }

@@ -55,7 +55,7 @@ func openOutbox(t testing.TB) *buffer.Group {
 // dial connects like the relay does; the connection closes when t ends.
 func dial(t testing.TB, url, creds string) *nats.Conn {
 	t.Helper()
-	nc, err := Dial(context.Background(), url, creds, "test-relay", nil)
+	nc, err := Dial(context.Background(), url, creds, testStore, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

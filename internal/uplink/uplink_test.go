@@ -203,8 +203,8 @@ accounts: {
     jetstream: enabled
     users: [
       {user: relay, password: relay, permissions: {
-        publish: {allow: ["telemetry.other.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "_INBOX.>"]}
-        subscribe: {allow: ["_INBOX.>"]}
+        publish: {allow: ["telemetry.other.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>", "_INBOX_s1.>"]}
+        subscribe: {allow: ["_INBOX_s1.>"]}
       }}
       {user: central, password: central}
     ]
