@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -215,4 +216,36 @@ func TestDiskFullTmpfs(t *testing.T) {
 		t.Fatalf("after reopen: %+v", st)
 	}
 	wantIDs(t, q, committed, idRange(committed, n+10))
+}
+
+// TestCommit_KeepsTailSegmentAfterFailedAppend covers a full disk hitting
+// the first write into a fresh segment: the head is then empty, and a
+// Commit of everything must not delete the segment holding the newest
+// record, which the relay's sealer reads back after a restart to resume.
+func TestCommit_KeepsTailSegmentAfterFailedAppend(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	ffs := &faultFS{}
+	opts := Options{SegmentBytes: 1240, openFile: ffs.open} // ten 124-byte frames per segment
+	q := mustOpen(t, dir, opts)
+	for i := range 10 {
+		mustAppend(t, q, rec(uint64(i), 100), 1)
+	}
+	ffs.set(func(fs *faultFS) { fs.limited, fs.budget = true, 0 })
+	if _, err := q.Append(ctx, rec(10, 100), 1); !errors.Is(err, ErrDiskFull) {
+		t.Fatalf("Append on a full disk: %v, want ErrDiskFull", err)
+	}
+	ffs.set(func(fs *faultFS) { fs.limited = false })
+	if err := q.Commit(q.NextIndex()); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	q = mustOpen(t, dir, opts)
+	defer q.Close()
+	e, err := q.ReadEntry(9, nil)
+	if err != nil || e.Index != 9 || !bytes.Equal(e.Data, rec(9, 100)) {
+		t.Fatalf("newest record after commit and reopen: %+v, %v; want record 9", e, err)
+	}
 }

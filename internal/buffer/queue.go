@@ -550,7 +550,11 @@ func (q *Queue) Commit(idx uint64) error {
 	// Deleting first is safe: after a crash before the cursor is written the
 	// reader resumes at the first surviving index, which is <= idx. It also
 	// frees space for the cursor on a full disk.
-	for len(q.segs) > 1 && q.segs[0].end <= idx {
+	// The newest segment holding frames is kept even when committed: a
+	// reader of the queue's tail (the relay's sealer resumes from its last
+	// outbox frame) must find it after a restart, also when a failed append
+	// left an empty head segment behind it.
+	for len(q.segs) > 1 && q.segs[0].end <= idx && q.segs[1].end > q.segs[1].first {
 		q.removeFirst()
 	}
 	q.mu.Unlock()

@@ -189,8 +189,8 @@ func (q *Queue) load() error {
 	for _, s := range q.segs {
 		q.addBytes(s.size)
 	}
-	for len(q.segs) > 1 && q.segs[0].end <= committed {
-		q.removeFirst()
+	for len(q.segs) > 1 && q.segs[0].end <= committed && q.segs[1].end > q.segs[1].first {
+		q.removeFirst() // but keep the newest segment holding frames, as Commit does
 	}
 	if q.repair.CursorReset || (haveCursor && committed < q.segs[0].first) {
 		// Rewrite the cursor: a reset one must not be read as corrupt again,

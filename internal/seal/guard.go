@@ -29,11 +29,10 @@ import (
 // So, whenever a tail frame is dropped, the state file of its class already
 // holds that frame's seq and last record (or a newer one's), and recovery
 // (newest of tail and state file) is exact, as before. A failed append also
-// forces the slow path until the state files are written: the buffer may
-// have started a new, empty head segment, and then an uplink Commit deletes
-// the segment holding the tail. (Between that failure and the state write a
-// crash can still lose the position; closing it needs buffer to keep the
-// newest non-empty segment on Commit.)
+// forces the slow path until the state files are written, as a second line
+// of defence: the buffer may have started a new, empty head segment, and
+// buffer's Commit and Open keep the newest segment holding frames for
+// exactly that case (buffer TestCommit_KeepsTailSegmentAfterFailedAppend).
 type guard struct {
 	mu        sync.RWMutex
 	reserved  atomic.Int64 // bytes of fast-path appends in flight
