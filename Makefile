@@ -4,13 +4,13 @@ GO      ?= go
 BIN     := bin
 FUZZTIME ?= 30s
 
-.PHONY: all build servers test test-deps fuzz bench run clean
+.PHONY: all build servers test test-deps fuzz bench bench-fleet bench-go run clean
 
 all: build
 
-## build: the tillpipe binaries plus nats-server, victoria-metrics and vmagent into bin/
+## build: the tillpipe binaries (and bin/bench, the harness) plus nats-server, victoria-metrics and vmagent into bin/
 build: servers
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags="-s -w" -o $(BIN)/ ./cmd/... ./bench
 
 servers: $(BIN)/nats-server $(BIN)/victoria-metrics $(BIN)/vmagent
 
@@ -47,13 +47,22 @@ fuzz:
 	  done; \
 	done
 
-## bench: Go benchmarks of every package
-bench: build
+## bench: the fleet harness (steady and outage at this machine's size, then the sizing table) and the Go benchmarks
+bench: bench-fleet bench-go
+
+## bench-fleet: bin/bench (go run ./bench), reports in bench/results and the sizing table in bench/README.md
+bench-fleet: build
+	$(BIN)/bench -scenario steady -bin-dir $(BIN) -build=false
+	$(BIN)/bench -scenario outage -bin-dir $(BIN) -build=false
+	$(BIN)/bench -scenario sizing -bin-dir $(BIN) -build=false
+
+## bench-go: every package's Go benchmarks (samples/s, bytes/sample, CPU per sample)
+bench-go: build
 	TILLPIPE_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchmem ./...
 
-## run: the whole pipeline on loopback
+## run: the whole pipeline on loopback until Ctrl-C (NATS, VictoriaMetrics, an ingester, relays, a simulated fleet, a real collector)
 run: build
-	@echo "make run: not yet — the pipeline lands with the whole-pipeline issue"
+	$(BIN)/bench -scenario run -bin-dir $(BIN) -build=false
 
 clean:
 	rm -rf $(BIN)
