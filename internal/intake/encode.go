@@ -117,11 +117,11 @@ func (r *record) finish() []byte {
 // section sec, with the store label set to store: a client's store label
 // is replaced, and one is inserted in name order if missing. The encoding
 // is the one prompb.WriteRequest.MarshalProtobuf writes.
-func (r *record) appendSeries(sec *seal.RecordSection, ts *prompb.TimeSeries, store string) {
+func (r *record) appendSeries(sec *seal.RecordSection, labels []prompb.Label, samples []prompb.Sample, store string) {
 	storeSize := labelSize(StoreLabel, store)
 	size := 0
-	for i := range ts.Labels {
-		l := &ts.Labels[i]
+	for i := range labels {
+		l := &labels[i]
 		if l.Name == StoreLabel {
 			continue
 		}
@@ -129,16 +129,13 @@ func (r *record) appendSeries(sec *seal.RecordSection, ts *prompb.TimeSeries, st
 		size += 1 + sov(uint64(n)) + n
 	}
 	size += 1 + sov(uint64(storeSize)) + storeSize
-	for i := range ts.Samples {
-		n := sampleSize(&ts.Samples[i])
-		size += 1 + sov(uint64(n)) + n
-	}
+	size += samplesSize(samples)
 	b := slices.Grow(r.buf, 1+sov(uint64(size))+size)
 	b = append(b, 1<<3|2)
 	b = binary.AppendUvarint(b, uint64(size))
 	stamped := false
-	for i := range ts.Labels {
-		l := &ts.Labels[i]
+	for i := range labels {
+		l := &labels[i]
 		if l.Name == StoreLabel {
 			continue
 		}
@@ -151,11 +148,40 @@ func (r *record) appendSeries(sec *seal.RecordSection, ts *prompb.TimeSeries, st
 	if !stamped {
 		b = appendLabel(b, StoreLabel, store, storeSize)
 	}
-	if sec.Series == 0 && len(ts.Samples) > 0 {
+	r.buf = r.appendSamples(b, sec, samples)
+}
+
+// appendSpliced is appendSeries for a series whose raw label fields (as the
+// client encoded them, exactly what appendLabel writes) are known: it copies
+// them with the store label spliced in as sp says, storeField being the
+// encoded store label field.
+func (r *record) appendSpliced(sec *seal.RecordSection, raw []byte, sp splice, storeField []byte, samples []prompb.Sample) {
+	size := len(raw) - int(sp.cut1-sp.cut0) + len(storeField) + samplesSize(samples)
+	b := slices.Grow(r.buf, 1+sov(uint64(size))+size)
+	b = append(b, 1<<3|2)
+	b = binary.AppendUvarint(b, uint64(size))
+	if sp.ins <= sp.cut0 {
+		b = append(b, raw[:sp.ins]...)
+		b = append(b, storeField...)
+		b = append(b, raw[sp.ins:sp.cut0]...)
+		b = append(b, raw[sp.cut1:]...)
+	} else {
+		b = append(b, raw[:sp.cut0]...)
+		b = append(b, raw[sp.cut1:sp.ins]...)
+		b = append(b, storeField...)
+		b = append(b, raw[sp.ins:]...)
+	}
+	r.buf = r.appendSamples(b, sec, samples)
+}
+
+// appendSamples appends the Sample fields of a TimeSeries and accounts the
+// series in sec.
+func (r *record) appendSamples(b []byte, sec *seal.RecordSection, samples []prompb.Sample) []byte {
+	if sec.Series == 0 && len(samples) > 0 {
 		sec.MinTime, sec.MaxTime = math.MaxInt64, math.MinInt64
 	}
-	for i := range ts.Samples {
-		s := &ts.Samples[i]
+	for i := range samples {
+		s := &samples[i]
 		b = append(b, 2<<3|2)
 		b = binary.AppendUvarint(b, uint64(sampleSize(s)))
 		if s.Value != 0 {
@@ -168,9 +194,18 @@ func (r *record) appendSeries(sec *seal.RecordSection, ts *prompb.TimeSeries, st
 		}
 		sec.MinTime, sec.MaxTime = min(sec.MinTime, s.Timestamp), max(sec.MaxTime, s.Timestamp)
 	}
-	r.buf = b
 	sec.Series++
-	sec.Samples += uint32(len(ts.Samples))
+	sec.Samples += uint32(len(samples))
+	return b
+}
+
+func samplesSize(samples []prompb.Sample) int {
+	size := 0
+	for i := range samples {
+		n := sampleSize(&samples[i])
+		size += 1 + sov(uint64(n)) + n
+	}
+	return size
 }
 
 func appendLabel(b []byte, name, value string, size int) []byte {

@@ -34,6 +34,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"net"
 	"net/http"
@@ -122,13 +123,14 @@ type Options struct {
 
 // Handler serves POST /api/v1/write. It is safe for concurrent use.
 type Handler struct {
-	opts    Options
-	log     *slog.Logger
-	rules   *classify.Rules
-	queue   *buffer.Queue // the inbox's
-	devices *devices
-	tokens  atomic.Pointer[Tokens]
-	closed  atomic.Bool
+	opts       Options
+	storeField []byte // the store label, encoded as a TimeSeries label field
+	log        *slog.Logger
+	rules      *classify.Rules
+	queue      *buffer.Queue // the inbox's
+	devices    *devices
+	tokens     atomic.Pointer[Tokens]
+	closed     atomic.Bool
 
 	received        *prometheus.CounterVec
 	rejected        *prometheus.CounterVec
@@ -182,6 +184,7 @@ func New(opts Options) (*Handler, error) {
 	if h.rules == nil {
 		h.rules = classify.Default()
 	}
+	h.storeField = appendLabel(nil, StoreLabel, opts.Store, labelSize(StoreLabel, opts.Store))
 	h.tokens.Store(opts.Tokens)
 	if h.queue = seal.InboxQueue(opts.Inbox); h.queue == nil {
 		return nil, fmt.Errorf("inbox has no request queue: %w", ErrInvalidOption)
@@ -217,10 +220,13 @@ func (h *Handler) Close() { h.closed.Store(true) }
 // request is the per-request scratch state, pooled.
 type request struct {
 	scratch, body []byte
-	wru           prompb.WriteRequestUnmarshaler
+	series        []seriesRef
+	samples       []prompb.Sample
+	labels        []prompb.Label // of the series peek did not find in a cache
+	labelBuf      []byte
 	rec           record
-	classes       []wire.Class // per series of the request; 0: over the limit
 	digest        xxhash.Digest
+	mh            maphash.Hash
 }
 
 // maxPooledBytes keeps one huge request from pinning its buffers forever.
@@ -262,26 +268,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, reason, remotewrite.StatusFor(err), 0, err.Error())
 		return
 	}
-	wr, err := rq.wru.UnmarshalProtobuf(rq.body)
-	if err != nil {
+	if err := rq.decode(); err != nil {
 		h.reject(w, ReasonBadProtobuf, http.StatusBadRequest, 0, "unmarshal WriteRequest: "+err.Error())
 		return
 	}
-	samples := 0
-	for i := range wr.Timeseries {
-		samples += len(wr.Timeseries[i].Samples)
-	}
-	for i := range wr.Timeseries {
-		if err := validate(&wr.Timeseries[i]); err != nil {
-			reason := ReasonLabels
-			if errors.Is(err, errNoSamples) {
-				reason = ReasonNoSamples
-			}
-			h.reject(w, reason, http.StatusBadRequest, samples, err.Error())
+	samples := len(rq.samples)
+	if err := h.peek(rq, clientIP(r)); err != nil {
+		reason := ReasonLabels
+		switch {
+		case errors.Is(err, errBadProtobuf):
+			h.reject(w, ReasonBadProtobuf, http.StatusBadRequest, 0, "unmarshal WriteRequest: "+err.Error())
 			return
+		case errors.Is(err, errNoSamples):
+			reason = ReasonNoSamples
 		}
+		h.reject(w, reason, http.StatusBadRequest, samples, err.Error())
+		return
 	}
-	if len(wr.Timeseries) == 0 {
+	if len(rq.series) == 0 {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
@@ -290,7 +294,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, ReasonInboxFull, http.StatusTooManyRequests, samples, fmt.Sprintf("inbox full (%d bytes, limit %d); retry later", in, h.opts.InboxMaxBytes))
 		return
 	}
-	limited := h.split(rq, wr, clientIP(r))
+	limited := h.split(rq)
 	if limited == samples {
 		h.reject(w, ReasonSeriesLimit, http.StatusBadRequest, samples,
 			fmt.Sprintf("every series is new to a device at its limit of %d series", h.opts.MaxSeriesPerDevice))
@@ -322,43 +326,144 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// split classifies wr's series, applying the series limit, and encodes
-// them as one inbox record with the store label stamped, class by class. It
-// returns the samples dropped by the limit.
-func (h *Handler) split(rq *request, wr *prompb.WriteRequest, addr string) (limited int) {
-	rq.classes = rq.classes[:0]
+// peek is the first pass over a decoded request. For every series whose
+// label fields are one run, it hashes them as they are (store left out) and
+// asks the device whether it has that series: a known series was validated
+// and classified when it was new, and its raw label fields are what the
+// relay would encode, so they are copied with the store label spliced in.
+// The labels of the other series are parsed and validated. It returns the error of
+// the first invalid series, in request order; an error wrapping
+// errBadProtobuf, for labels that do not parse, takes precedence. It changes
+// nothing a rejected request must not change (only time-based rotation), so
+// the request can still be refused after it.
+func (h *Handler) peek(rq *request, addr string) error {
 	now := h.opts.Now().UnixNano()
 	h.devices.sweep(now)
-	var dev *device
-	devKey := ""
-	for i := range wr.Timeseries {
-		ts := &wr.Timeseries[i]
-		key, hash := h.identify(rq, ts.Labels, addr)
-		if dev == nil || key != devKey {
-			if dev != nil {
-				dev.mu.Unlock()
+	rq.mh.SetSeed(h.devices.seed)
+	var dl deviceLock
+	defer dl.unlock()
+	var firstErr error
+	for i := range rq.series {
+		ref := &rq.series[i]
+		ref.hit, ref.spliced, ref.dev, ref.class = hitNone, false, nil, 0
+		if ref.contiguous && ref.s1 > ref.s0 {
+			raw := ref.raw(rq.body)
+			if key, sp, ok := scanLabels(raw, addr); ok {
+				dev := dl.lock(h.devices, key, now)
+				id := h.seriesID(rq, raw[:sp.cut0], raw[sp.cut1:])
+				if c, hit := h.devices.peek(dev, id); hit != hitNone {
+					ref.devKey, ref.id, ref.sp, ref.spliced = key, id, sp, true
+					ref.class, ref.hit, ref.dev, ref.epoch = c, hit, dev, dev.epoch
+					continue
+				}
 			}
-			dev, devKey = h.devices.get(key, now), key
-			dev.mu.Lock()
-			h.devices.rotate(dev, now)
 		}
-		c, ok := h.devices.lookup(dev, hash, h.rules, ts.Labels)
-		if !ok {
-			limited += len(ts.Samples)
-			c = 0
+		if err := rq.parseLabels(ref); err != nil {
+			return err
 		}
-		rq.classes = append(rq.classes, c)
+		if firstErr != nil {
+			continue
+		}
+		ls := rq.labels[ref.l0:ref.l1]
+		if err := validate(&prompb.TimeSeries{Labels: ls, Samples: rq.samples[ref.s0:ref.s1]}); err != nil {
+			firstErr = err
+			continue
+		}
+		ref.devKey, ref.id = h.identify(rq, ls, addr)
+		if ref.contiguous {
+			ref.sp, ref.spliced, rq.labelBuf = spliceOf(ref.raw(rq.body), ls, rq.labelBuf)
+		}
 	}
-	if dev != nil {
+	return firstErr
+}
+
+// seriesID hashes a series' label fields without store, given in two parts.
+func (h *Handler) seriesID(rq *request, a, b []byte) seriesID {
+	d := &rq.digest
+	d.Reset()
+	_, _ = d.Write(a)
+	_, _ = d.Write(b)
+	m := &rq.mh
+	m.Reset()
+	_, _ = m.Write(a)
+	_, _ = m.Write(b)
+	return seriesID{h: d.Sum64() & h.devices.hMask, v: m.Sum64()}
+}
+
+// deviceLock holds at most one device locked, for a run of series of the
+// same device.
+type deviceLock struct {
+	dev *device
+	key string
+}
+
+// lock returns key's device, locked and rotated if due, unlocking the one
+// held before if it is another.
+func (dl *deviceLock) lock(d *devices, key string, now int64) *device {
+	if dl.dev != nil {
+		if dl.key == key {
+			return dl.dev
+		}
+		dl.unlock()
+	}
+	for {
+		dev := d.get(key, now)
+		dev.mu.Lock()
+		if !dev.gone { // else sweep dropped it between get and Lock
+			d.rotate(dev, now)
+			dl.dev, dl.key = dev, key
+			return dev
+		}
 		dev.mu.Unlock()
 	}
+}
+
+func (dl *deviceLock) unlock() {
+	if dl.dev != nil {
+		dl.dev.mu.Unlock()
+		dl.dev = nil
+	}
+}
+
+// split is the second pass over a request [Handler.peek] accepted: it
+// applies the series limit (moving known series to the current generation)
+// and classifies the series new to their device, then encodes the request as one inbox record
+// with the store label stamped, class by class. It returns the samples
+// dropped by the limit.
+func (h *Handler) split(rq *request) (limited int) {
+	now := h.opts.Now().UnixNano()
+	var dl deviceLock
+	for i := range rq.series {
+		ref := &rq.series[i]
+		dev := dl.lock(h.devices, ref.devKey, now)
+		if ref.hit == hitCur && ref.dev == dev && ref.epoch == dev.epoch {
+			continue // still in cur: nothing leaves it without an epoch change
+		}
+		var ls []prompb.Label
+		if ref.hit == hitNone {
+			ls = rq.labels[ref.l0:ref.l1]
+		}
+		c, ok := h.devices.lookup(dev, ref.id, h.rules, ref.class, ls)
+		if !ok {
+			limited += int(ref.s1 - ref.s0)
+			c = 0
+		}
+		ref.class = c
+	}
+	dl.unlock()
 	rq.rec.reset()
 	for _, c := range wire.Classes {
 		sec := rq.rec.hdr.Section(c)
 		start := len(rq.rec.buf)
-		for i, sc := range rq.classes {
-			if sc == c {
-				rq.rec.appendSeries(sec, &wr.Timeseries[i], h.opts.Store)
+		for i := range rq.series {
+			ref := &rq.series[i]
+			if ref.class != c {
+				continue
+			}
+			if ref.spliced {
+				rq.rec.appendSpliced(sec, ref.raw(rq.body), ref.sp, h.storeField, rq.samples[ref.s0:ref.s1])
+			} else {
+				rq.rec.appendSeries(sec, rq.labels[ref.l0:ref.l1], rq.samples[ref.s0:ref.s1], h.opts.Store)
 			}
 		}
 		sec.Len = uint32(len(rq.rec.buf) - start)
@@ -366,12 +471,10 @@ func (h *Handler) split(rq *request, wr *prompb.WriteRequest, addr string) (limi
 	return limited
 }
 
-var sep = []byte{0xff}
-
-// identify returns the series' device and the hash of its labels without store.
-func (h *Handler) identify(rq *request, ls []prompb.Label, addr string) (string, uint64) {
-	d := &rq.digest
-	d.Reset()
+// identify returns the series' device and its [seriesID], from its labels
+// encoded as appendLabel does, store left out.
+func (h *Handler) identify(rq *request, ls []prompb.Label, addr string) (string, seriesID) {
+	b := rq.labelBuf[:0]
 	device, instance := "", ""
 	for i := range ls {
 		l := &ls[i]
@@ -383,18 +486,17 @@ func (h *Handler) identify(rq *request, ls []prompb.Label, addr string) (string,
 		case "instance":
 			instance = l.Value
 		}
-		_, _ = d.WriteString(l.Name)
-		_, _ = d.Write(sep)
-		_, _ = d.WriteString(l.Value)
-		_, _ = d.Write(sep)
+		b = appendLabel(b, l.Name, l.Value, labelSize(l.Name, l.Value))
 	}
+	rq.labelBuf = b
+	id := h.seriesID(rq, b, nil)
 	switch {
 	case device != "":
-		return device, d.Sum64()
+		return device, id
 	case instance != "":
-		return instance, d.Sum64()
+		return instance, id
 	}
-	return addr, d.Sum64()
+	return addr, id
 }
 
 func (h *Handler) reject(w http.ResponseWriter, reason string, code, samples int, msg string) {

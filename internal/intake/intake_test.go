@@ -370,7 +370,7 @@ func TestAppendAllocs(t *testing.T) {
 	allocs := testing.AllocsPerRun(100, func() {
 		rec.reset()
 		for i := range wr.Timeseries {
-			rec.appendSeries(rec.hdr.Section(wire.Class(1+i%3)), &wr.Timeseries[i], "s1")
+			rec.appendSeries(rec.hdr.Section(wire.Class(1+i%3)), wr.Timeseries[i].Labels, wr.Timeseries[i].Samples, "s1")
 		}
 	})
 	if allocs > 0 {
