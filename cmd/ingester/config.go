@@ -8,8 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caarlos0/env/v11"
-
+	"tillpipe/internal/envconfig"
 	"tillpipe/internal/ingester"
 	"tillpipe/internal/stream"
 )
@@ -45,19 +44,9 @@ type Config struct {
 // loadConfig parses the environment seen through getenv, then args. Usage
 // (for -h) goes to out.
 func loadConfig(args []string, getenv func(string) string, out io.Writer) (Config, error) {
-	params, err := env.GetFieldParamsWithOptions(&Config{}, env.Options{Prefix: envPrefix})
+	cfg, err := envconfig.Parse[Config](envPrefix, getenv)
 	if err != nil {
-		return Config{}, fmt.Errorf("list config variables: %w", err)
-	}
-	environ := make(map[string]string, len(params))
-	for _, p := range params {
-		if v := getenv(p.Key); v != "" {
-			environ[p.Key] = v
-		}
-	}
-	cfg, err := env.ParseAsWithOptions[Config](env.Options{Prefix: envPrefix, Environment: environ})
-	if err != nil {
-		return Config{}, fmt.Errorf("parse environment: %w", err)
+		return Config{}, err
 	}
 	fs := flag.NewFlagSet("ingester", flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -96,13 +85,7 @@ func loadConfig(args []string, getenv func(string) string, out io.Writer) (Confi
 }
 
 // ConfigError names the invalid field by its flag name.
-type ConfigError struct {
-	Field string
-	Err   error
-}
-
-func (e *ConfigError) Error() string { return fmt.Sprintf("config %s: %v", e.Field, e.Err) }
-func (e *ConfigError) Unwrap() error { return e.Err }
+type ConfigError = envconfig.FieldError
 
 // Validate checks c.
 func (c *Config) Validate() error {
@@ -111,33 +94,33 @@ func (c *Config) Validate() error {
 	}
 	switch {
 	case c.NATSURL == "":
-		return &ConfigError{"nats-url", errors.New("required")}
+		return &ConfigError{Field: "nats-url", Err: errors.New("required")}
 	case !strings.HasPrefix(c.BackendURL, "http://") && !strings.HasPrefix(c.BackendURL, "https://"):
-		return &ConfigError{"backend-url", fmt.Errorf("%q is not an http(s) URL", c.BackendURL)}
+		return &ConfigError{Field: "backend-url", Err: fmt.Errorf("%q is not an http(s) URL", c.BackendURL)}
 	case c.BackendEncoding != "snappy" && c.BackendEncoding != "zstd":
-		return &ConfigError{"backend-encoding", fmt.Errorf("%q (want snappy or zstd)", c.BackendEncoding)}
+		return &ConfigError{Field: "backend-encoding", Err: fmt.Errorf("%q (want snappy or zstd)", c.BackendEncoding)}
 	case c.BackendTimeout <= 0:
-		return &ConfigError{"backend-timeout", fmt.Errorf("%s is not positive", c.BackendTimeout)}
+		return &ConfigError{Field: "backend-timeout", Err: fmt.Errorf("%s is not positive", c.BackendTimeout)}
 	case c.StreamReplicas < 1 || c.StreamReplicas > 5:
-		return &ConfigError{"stream-replicas", fmt.Errorf("%d (want 1 to 5)", c.StreamReplicas)}
+		return &ConfigError{Field: "stream-replicas", Err: fmt.Errorf("%d (want 1 to 5)", c.StreamReplicas)}
 	case c.StreamMaxAge <= 0:
-		return &ConfigError{"stream-max-age", fmt.Errorf("%s is not positive", c.StreamMaxAge)}
+		return &ConfigError{Field: "stream-max-age", Err: fmt.Errorf("%s is not positive", c.StreamMaxAge)}
 	case c.StreamMaxBytes == 0 || c.StreamMaxBytes < -1:
-		return &ConfigError{"stream-max-bytes", fmt.Errorf("%d (want -1 or a positive size)", c.StreamMaxBytes)}
+		return &ConfigError{Field: "stream-max-bytes", Err: fmt.Errorf("%d (want -1 or a positive size)", c.StreamMaxBytes)}
 	case c.DedupWindow <= 0 || c.DedupWindow > c.StreamMaxAge:
-		return &ConfigError{"dedup-window", fmt.Errorf("%s (want positive and at most stream-max-age %s)", c.DedupWindow, c.StreamMaxAge)}
+		return &ConfigError{Field: "dedup-window", Err: fmt.Errorf("%s (want positive and at most stream-max-age %s)", c.DedupWindow, c.StreamMaxAge)}
 	case c.Concurrency < 1 || c.Concurrency > 256:
-		return &ConfigError{"concurrency", fmt.Errorf("%d (want 1 to 256)", c.Concurrency)}
+		return &ConfigError{Field: "concurrency", Err: fmt.Errorf("%d (want 1 to 256)", c.Concurrency)}
 	case c.BatchMaxSamples < 1:
-		return &ConfigError{"batch-max-samples", fmt.Errorf("%d is not positive", c.BatchMaxSamples)}
+		return &ConfigError{Field: "batch-max-samples", Err: fmt.Errorf("%d is not positive", c.BatchMaxSamples)}
 	case c.AckWait < time.Second:
-		return &ConfigError{"ack-wait", fmt.Errorf("%s is below 1s", c.AckWait)}
+		return &ConfigError{Field: "ack-wait", Err: fmt.Errorf("%s is below 1s", c.AckWait)}
 	case c.MaxDeliver < 2:
-		return &ConfigError{"max-deliver", fmt.Errorf("%d is below 2", c.MaxDeliver)}
+		return &ConfigError{Field: "max-deliver", Err: fmt.Errorf("%d is below 2", c.MaxDeliver)}
 	case c.MaxAckPending < 1:
-		return &ConfigError{"max-ack-pending", fmt.Errorf("%d is not positive", c.MaxAckPending)}
+		return &ConfigError{Field: "max-ack-pending", Err: fmt.Errorf("%d is not positive", c.MaxAckPending)}
 	case c.ShutdownTimeout <= 0:
-		return &ConfigError{"shutdown-timeout", fmt.Errorf("%s is not positive", c.ShutdownTimeout)}
+		return &ConfigError{Field: "shutdown-timeout", Err: fmt.Errorf("%s is not positive", c.ShutdownTimeout)}
 	}
 	return nil
 }
@@ -152,7 +135,7 @@ func (c *Config) headers() (map[string]string, error) {
 		name, value, ok := strings.Cut(kv, "=")
 		name = strings.TrimSpace(name)
 		if !ok || name == "" || strings.ContainsAny(name, " \t:") {
-			return nil, &ConfigError{"backend-headers", fmt.Errorf("%q is not Name=value", kv)}
+			return nil, &ConfigError{Field: "backend-headers", Err: fmt.Errorf("%q is not Name=value", kv)}
 		}
 		h[name] = strings.TrimSpace(value)
 	}

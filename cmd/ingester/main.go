@@ -42,7 +42,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	logger, err := obs.NewLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
-		return &ConfigError{"log-level", err}
+		return &ConfigError{Field: "log-level", Err: err}
 	}
 	slog.SetDefault(logger)
 	headers, _ := cfg.headers() // checked by Validate

@@ -9,8 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/caarlos0/env/v11"
-
+	"tillpipe/internal/envconfig"
 	"tillpipe/internal/stream"
 )
 
@@ -53,19 +52,9 @@ type Config struct {
 // loadConfig parses the environment seen through getenv, then args. Usage
 // (for -h) goes to out.
 func loadConfig(args []string, getenv func(string) string, out io.Writer) (Config, error) {
-	params, err := env.GetFieldParamsWithOptions(&Config{}, env.Options{Prefix: envPrefix})
+	cfg, err := envconfig.Parse[Config](envPrefix, getenv)
 	if err != nil {
-		return Config{}, fmt.Errorf("list config variables: %w", err)
-	}
-	environ := make(map[string]string, len(params))
-	for _, p := range params {
-		if v := getenv(p.Key); v != "" {
-			environ[p.Key] = v
-		}
-	}
-	cfg, err := env.ParseAsWithOptions[Config](env.Options{Prefix: envPrefix, Environment: environ})
-	if err != nil {
-		return Config{}, fmt.Errorf("parse environment: %w", err)
+		return Config{}, err
 	}
 	fs := flag.NewFlagSet("storerelay", flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -129,13 +118,7 @@ func relayID() string {
 }
 
 // ConfigError names the invalid field by its flag name.
-type ConfigError struct {
-	Field string
-	Err   error
-}
-
-func (e *ConfigError) Error() string { return fmt.Sprintf("config %s: %v", e.Field, e.Err) }
-func (e *ConfigError) Unwrap() error { return e.Err }
+type ConfigError = envconfig.FieldError
 
 // recordBytes bounds one inbox record and one sealed batch: stamping the
 // store label can nearly double a body of tiny series.
@@ -147,37 +130,37 @@ func (c *Config) recordBytes() int {
 func (c *Config) Validate() error {
 	positive := func(field string, v int64) error {
 		if v <= 0 {
-			return &ConfigError{field, fmt.Errorf("%d is not positive", v)}
+			return &ConfigError{Field: field, Err: fmt.Errorf("%d is not positive", v)}
 		}
 		return nil
 	}
 	switch {
 	case c.Store == "":
-		return &ConfigError{"store", errors.New("required")}
+		return &ConfigError{Field: "store", Err: errors.New("required")}
 	case !stream.ValidStore(c.Store):
-		return &ConfigError{"store", fmt.Errorf("%q: want 1-64 of [A-Za-z0-9_-]", c.Store)}
+		return &ConfigError{Field: "store", Err: fmt.Errorf("%q: want 1-64 of [A-Za-z0-9_-]", c.Store)}
 	case c.DataDir == "":
-		return &ConfigError{"data-dir", errors.New("required")}
+		return &ConfigError{Field: "data-dir", Err: errors.New("required")}
 	case c.NATSURL == "":
-		return &ConfigError{"nats-url", errors.New("required")}
+		return &ConfigError{Field: "nats-url", Err: errors.New("required")}
 	case c.MemoryLimit < 0:
-		return &ConfigError{"memory-limit", fmt.Errorf("%d is negative", c.MemoryLimit)}
+		return &ConfigError{Field: "memory-limit", Err: fmt.Errorf("%d is negative", c.MemoryLimit)}
 	case c.UplinkRate < 0:
-		return &ConfigError{"uplink-rate", fmt.Errorf("%d is negative", c.UplinkRate)}
+		return &ConfigError{Field: "uplink-rate", Err: fmt.Errorf("%d is negative", c.UplinkRate)}
 	case c.BufferMaxAge < 0:
-		return &ConfigError{"buffer-max-age", fmt.Errorf("%s is negative", c.BufferMaxAge)}
+		return &ConfigError{Field: "buffer-max-age", Err: fmt.Errorf("%s is negative", c.BufferMaxAge)}
 	case c.MaxSeriesPerDevice < 0:
-		return &ConfigError{"max-series-per-device", fmt.Errorf("%d is negative", c.MaxSeriesPerDevice)}
+		return &ConfigError{Field: "max-series-per-device", Err: fmt.Errorf("%d is negative", c.MaxSeriesPerDevice)}
 	case c.SeriesWindow <= 0:
-		return &ConfigError{"series-window", fmt.Errorf("%s is not positive", c.SeriesWindow)}
+		return &ConfigError{Field: "series-window", Err: fmt.Errorf("%s is not positive", c.SeriesWindow)}
 	case (c.TLSCert == "") != (c.TLSKey == ""):
-		return &ConfigError{"tls-key", errors.New("-tls-cert and -tls-key go together")}
+		return &ConfigError{Field: "tls-key", Err: errors.New("-tls-cert and -tls-key go together")}
 	case c.ClientCA != "" && c.TLSCert == "":
-		return &ConfigError{"client-ca", errors.New("needs -tls-cert and -tls-key")}
+		return &ConfigError{Field: "client-ca", Err: errors.New("needs -tls-cert and -tls-key")}
 	case c.ShutdownTimeout <= 0:
-		return &ConfigError{"shutdown-timeout", fmt.Errorf("%s is not positive", c.ShutdownTimeout)}
+		return &ConfigError{Field: "shutdown-timeout", Err: fmt.Errorf("%s is not positive", c.ShutdownTimeout)}
 	case len(c.RelayID) > 255 || strings.ContainsFunc(c.RelayID, func(r rune) bool { return r <= ' ' || r > '~' }):
-		return &ConfigError{"relay-id", fmt.Errorf("%q: want up to 255 printable ASCII characters without spaces", c.RelayID)}
+		return &ConfigError{Field: "relay-id", Err: fmt.Errorf("%q: want up to 255 printable ASCII characters without spaces", c.RelayID)}
 	}
 	for _, f := range []struct {
 		name string
@@ -193,7 +176,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.BufferMaxBytes < 4*int64(c.recordBytes()) {
-		return &ConfigError{"buffer-max-bytes", fmt.Errorf("%d is below 4 batches of the largest size (%d bytes; lower -max-body-bytes or the batch sizes)", c.BufferMaxBytes, c.recordBytes())}
+		return &ConfigError{Field: "buffer-max-bytes", Err: fmt.Errorf("%d is below 4 batches of the largest size (%d bytes; lower -max-body-bytes or the batch sizes)", c.BufferMaxBytes, c.recordBytes())}
 	}
 	return nil
 }

@@ -46,7 +46,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	logger, err := obs.NewLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
-		return &ConfigError{"log-level", err}
+		return &ConfigError{Field: "log-level", Err: err}
 	}
 	slog.SetDefault(logger)
 	if cfg.MemoryLimit > 0 {
@@ -55,13 +55,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	rules := classify.Default()
 	if cfg.Rules != "" {
 		if rules, err = classify.Load(cfg.Rules); err != nil {
-			return &ConfigError{"rules", err}
+			return &ConfigError{Field: "rules", Err: err}
 		}
 	}
 	var tokens *intake.Tokens
 	if cfg.AuthTokens != "" {
 		if tokens, err = intake.LoadTokens(cfg.AuthTokens); err != nil {
-			return &ConfigError{"auth-tokens", err}
+			return &ConfigError{Field: "auth-tokens", Err: err}
 		}
 	}
 	tlsConf, err := cfg.tlsConfig()
@@ -213,17 +213,17 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 	}
 	cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
 	if err != nil {
-		return nil, &ConfigError{"tls-cert", err}
+		return nil, &ConfigError{Field: "tls-cert", Err: err}
 	}
 	conf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if c.ClientCA != "" {
 		pem, err := os.ReadFile(c.ClientCA)
 		if err != nil {
-			return nil, &ConfigError{"client-ca", err}
+			return nil, &ConfigError{Field: "client-ca", Err: err}
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, &ConfigError{"client-ca", fmt.Errorf("%s holds no PEM certificate", c.ClientCA)}
+			return nil, &ConfigError{Field: "client-ca", Err: fmt.Errorf("%s holds no PEM certificate", c.ClientCA)}
 		}
 		conf.ClientCAs = pool
 		conf.ClientAuth = tls.RequireAndVerifyClientCert
