@@ -8,11 +8,12 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"time"
 
-	"github.com/caarlos0/env/v11"
-
+	"tillpipe/internal/envconfig"
 	"tillpipe/internal/remotewrite"
 )
 
@@ -37,23 +38,19 @@ type Config struct {
 	Once           bool          `env:"ONCE"`
 	LogLevel       string        `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat      string        `env:"LOG_FORMAT" envDefault:"json"`
+	// MaxProcs and GCPercent set GOMAXPROCS and GOGC unless those
+	// variables are set; 0 keeps Go's default. The collector does one
+	// thing at a time: one P spares the thread hand-offs (see package
+	// collector's footprint figures), and GOGC 50 a MiB of heap.
+	MaxProcs  int `env:"MAX_PROCS" envDefault:"1"`
+	GCPercent int `env:"GC_PERCENT" envDefault:"50"`
 }
 
 // loadConfig parses the environment seen through getenv, then args.
 func loadConfig(args []string, getenv func(string) string) (Config, error) {
-	params, err := env.GetFieldParamsWithOptions(&Config{}, env.Options{Prefix: envPrefix})
+	cfg, err := envconfig.Parse[Config](envPrefix, getenv)
 	if err != nil {
-		return Config{}, fmt.Errorf("list config variables: %w", err)
-	}
-	environ := make(map[string]string, len(params))
-	for _, p := range params {
-		if v := getenv(p.Key); v != "" {
-			environ[p.Key] = v
-		}
-	}
-	cfg, err := env.ParseAsWithOptions[Config](env.Options{Prefix: envPrefix, Environment: environ})
-	if err != nil {
-		return Config{}, fmt.Errorf("parse environment: %w", err)
+		return Config{}, err
 	}
 	fs := flag.NewFlagSet("collector", flag.ContinueOnError)
 	fs.StringVar(&cfg.RelayURL, "relay-url", cfg.RelayURL, "store relay remote-write URL, e.g. http://store-server:9201/api/v1/write")
@@ -71,6 +68,8 @@ func loadConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.BoolVar(&cfg.Once, "once", cfg.Once, "sample once, print Prometheus text to stdout and exit")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "json or text")
+	fs.IntVar(&cfg.MaxProcs, "max-procs", cfg.MaxProcs, "GOMAXPROCS unless that variable is set; 0: Go's default")
+	fs.IntVar(&cfg.GCPercent, "gc-percent", cfg.GCPercent, "GOGC unless that variable is set; 0: Go's default")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -84,29 +83,45 @@ func loadConfig(args []string, getenv func(string) string) (Config, error) {
 }
 
 // ConfigError names the invalid field.
-type ConfigError struct {
-	Field string
-	Err   error
-}
-
-func (e *ConfigError) Error() string { return fmt.Sprintf("config %s: %v", e.Field, e.Err) }
-func (e *ConfigError) Unwrap() error { return e.Err }
+type ConfigError = envconfig.FieldError
 
 // Validate checks cfg.
 func (c *Config) Validate() error {
 	switch {
 	case !c.Once && c.RelayURL == "":
-		return &ConfigError{"relay-url", errors.New("required unless -once")}
+		return &ConfigError{Field: "relay-url", Err: errors.New("required unless -once")}
 	case c.RelayURL != "" && !strings.HasPrefix(c.RelayURL, "http://") && !strings.HasPrefix(c.RelayURL, "https://"):
-		return &ConfigError{"relay-url", fmt.Errorf("%q is not an http(s) URL", c.RelayURL)}
+		return &ConfigError{Field: "relay-url", Err: fmt.Errorf("%q is not an http(s) URL", c.RelayURL)}
 	case c.Interval < time.Second:
-		return &ConfigError{"interval", fmt.Errorf("%s is below 1s", c.Interval)}
+		return &ConfigError{Field: "interval", Err: fmt.Errorf("%s is below 1s", c.Interval)}
 	case c.BufferMaxBytes < 64<<10:
-		return &ConfigError{"buffer-max-bytes", fmt.Errorf("%d is below 64 KiB", c.BufferMaxBytes)}
+		return &ConfigError{Field: "buffer-max-bytes", Err: fmt.Errorf("%d is below 64 KiB", c.BufferMaxBytes)}
 	case (c.CertFile == "") != (c.KeyFile == ""):
-		return &ConfigError{"cert-file", errors.New("cert-file and key-file go together")}
+		return &ConfigError{Field: "cert-file", Err: errors.New("cert-file and key-file go together")}
+	case c.MaxProcs < 0:
+		return &ConfigError{Field: "max-procs", Err: fmt.Errorf("%d is negative", c.MaxProcs)}
+	case c.GCPercent < 0:
+		return &ConfigError{Field: "gc-percent", Err: fmt.Errorf("%d is negative", c.GCPercent)}
 	}
 	return nil
+}
+
+// tuneRuntime applies MaxProcs and GCPercent where the Go runtime's own
+// variables are not set, and returns a func restoring the previous values.
+func (c *Config) tuneRuntime(getenv func(string) string) (restore func()) {
+	procs, gc := runtime.GOMAXPROCS(0), -2
+	if c.MaxProcs > 0 && getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(c.MaxProcs)
+	}
+	if c.GCPercent > 0 && getenv("GOGC") == "" {
+		gc = debug.SetGCPercent(c.GCPercent)
+	}
+	return func() {
+		runtime.GOMAXPROCS(procs)
+		if gc != -2 {
+			debug.SetGCPercent(gc)
+		}
+	}
 }
 
 // tlsConfig builds the relay's TLS settings; nil when none are set.
@@ -122,7 +137,7 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 		}
 		tc.RootCAs = x509.NewCertPool()
 		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, &ConfigError{"ca-file", fmt.Errorf("no PEM certificate in %s", c.CAFile)}
+			return nil, &ConfigError{Field: "ca-file", Err: fmt.Errorf("no PEM certificate in %s", c.CAFile)}
 		}
 	}
 	if c.CertFile != "" {

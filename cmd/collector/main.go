@@ -42,9 +42,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	logger, err := obs.NewLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
-		return &ConfigError{"log-level", err}
+		return &ConfigError{Field: "log-level", Err: err}
 	}
 	slog.SetDefault(logger)
+	defer cfg.tuneRuntime(getenv)()
 	if cfg.Device == "" {
 		if cfg.Device, err = os.Hostname(); err != nil {
 			return fmt.Errorf("get hostname for device: %w", err)

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +36,8 @@ func TestLoadConfig_FlagOverEnvOverDefault(t *testing.T) {
 	}{
 		{"defaults_when_unset", nil, []string{"-relay-url", "http://r/api/v1/write"}, func(c Config) bool {
 			return c.Interval == 15*time.Second && c.CgroupRoot == "/sys/fs/cgroup" && c.ProcRoot == "/proc" &&
-				c.DockerSocket == "/var/run/docker.sock" && c.BufferMaxBytes == 8<<20 && c.Listen == "" && !c.Once
+				c.DockerSocket == "/var/run/docker.sock" && c.BufferMaxBytes == 8<<20 && c.Listen == "" && !c.Once &&
+				c.MaxProcs == 1 && c.GCPercent == 50
 		}},
 		{"env_over_default", map[string]string{"TILLPIPE_COLLECTOR_RELAY_URL": "http://env/api/v1/write", "TILLPIPE_COLLECTOR_INTERVAL": "30s", "TILLPIPE_COLLECTOR_DEVICE": "till-7"}, nil, func(c Config) bool {
 			return c.RelayURL == "http://env/api/v1/write" && c.Interval == 30*time.Second && c.Device == "till-7"
@@ -72,6 +75,8 @@ func TestLoadConfig_Invalid(t *testing.T) {
 		{"interval_below_1s", "interval", nil, []string{"-once", "-interval", "10ms"}},
 		{"cert_without_key", "cert-file", nil, []string{"-once", "-cert-file", "c.pem"}},
 		{"buffer_too_small", "buffer-max-bytes", map[string]string{"TILLPIPE_COLLECTOR_BUFFER_MAX_BYTES": "100"}, []string{"-once"}},
+		{"max_procs_negative", "max-procs", nil, []string{"-once", "-max-procs", "-1"}},
+		{"gc_percent_negative", "gc-percent", map[string]string{"TILLPIPE_COLLECTOR_GC_PERCENT": "-5"}, []string{"-once"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := loadConfig(tc.args, envOf(tc.env))
@@ -189,5 +194,34 @@ func TestRun_SamplesAndSendsToRelay(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("run: %v", err)
+	}
+}
+
+func TestConfig_TuneRuntime(t *testing.T) {
+	procs, gc := runtime.GOMAXPROCS(0), debug.SetGCPercent(100)
+	debug.SetGCPercent(gc)
+	for _, tc := range []struct {
+		name              string
+		env               map[string]string
+		cfg               Config
+		wantProcs, wantGC int
+	}{
+		{"applied_when_go_variables_unset", nil, Config{MaxProcs: 1, GCPercent: 50}, 1, 50},
+		{"go_variables_win", map[string]string{"GOMAXPROCS": "3", "GOGC": "200"}, Config{MaxProcs: 1, GCPercent: 50}, procs, gc},
+		{"zero_keeps_go_defaults", nil, Config{}, procs, gc},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			restore := tc.cfg.tuneRuntime(envOf(tc.env))
+			gotProcs := runtime.GOMAXPROCS(0)
+			gotGC := debug.SetGCPercent(-1)
+			debug.SetGCPercent(gotGC)
+			restore()
+			if gotProcs != tc.wantProcs || gotGC != tc.wantGC {
+				t.Errorf("GOMAXPROCS %d, GOGC %d; want %d, %d", gotProcs, gotGC, tc.wantProcs, tc.wantGC)
+			}
+			if p, g := runtime.GOMAXPROCS(0), debug.SetGCPercent(gc); p != procs || g != gc {
+				t.Errorf("not restored: GOMAXPROCS %d, GOGC %d; want %d, %d", p, g, procs, gc)
+			}
+		})
 	}
 }

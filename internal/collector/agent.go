@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"time"
-
-	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 )
 
 // AgentOptions configures an [Agent]. The zero value of each field means its
@@ -31,7 +29,6 @@ type Agent struct {
 	offset   time.Duration
 	log      *slog.Logger
 
-	wr   prompb.WriteRequest
 	body []byte
 	last atomic.Int64 // unix nanoseconds of the last finished cycle
 }
@@ -75,10 +72,9 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // Cycle samples once at now and enqueues the request.
 func (a *Agent) Cycle(ctx context.Context, now time.Time) {
-	a.wr.Timeseries = a.col.Collect(ctx, now)
-	a.body = a.wr.MarshalProtobuf(a.body[:0])
-	a.enqueue(a.body, len(a.wr.Timeseries))
-	a.wr.Timeseries = nil
+	var n int
+	a.body, n = a.col.AppendWriteRequest(ctx, a.body[:0], now)
+	a.enqueue(a.body, n)
 	a.last.Store(time.Now().UnixNano())
 }
 

@@ -2,84 +2,15 @@ package collector
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/golang/snappy"
 
+	"tillpipe/internal/collector/collectortest"
 	"tillpipe/internal/collector/docker/dockertest"
 )
-
-// benchTree builds a cgroup v2 tree of n Docker containers (copies of the
-// pos-api fixture) and the engine's answers for them.
-func benchTree(b *testing.B, n int) (cgroupRoot, dockerDir string) {
-	b.Helper()
-	dir := b.TempDir()
-	cgroupRoot, dockerDir = filepath.Join(dir, "cgroup"), filepath.Join(dir, "docker")
-	src := filepath.Join("testdata/cgroup/v2-docker/system.slice", "docker-"+posAPI+".scope")
-	if err := os.MkdirAll(filepath.Join(dockerDir, "containers"), 0o755); err != nil {
-		b.Fatal(err)
-	}
-	if err := os.CopyFS(cgroupRoot, os.DirFS("testdata/cgroup/v2-docker")); err != nil {
-		b.Fatal(err)
-	}
-	var list []map[string]any
-	readJSON(b, "testdata/docker/containers.json", &list)
-	var insp map[string]any
-	readJSON(b, filepath.Join("testdata/docker/containers", posAPI+".json"), &insp)
-	var out []map[string]any
-	for i := range n {
-		id := fmt.Sprintf("%064x", i+1)
-		if err := os.CopyFS(filepath.Join(cgroupRoot, "system.slice", "docker-"+id+".scope"), os.DirFS(src)); err != nil {
-			b.Fatal(err)
-		}
-		e := clone(b, list[0])
-		e["Id"], e["Names"] = id, []string{fmt.Sprintf("/svc-%02d", i)}
-		out = append(out, e)
-		in := clone(b, insp)
-		in["Id"], in["Name"] = id, fmt.Sprintf("/svc-%02d", i)
-		writeJSON(b, filepath.Join(dockerDir, "containers", id+".json"), in)
-	}
-	writeJSON(b, filepath.Join(dockerDir, "containers.json"), out)
-	return cgroupRoot, dockerDir
-}
-
-func readJSON(b *testing.B, path string, v any) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := json.Unmarshal(data, v); err != nil {
-		b.Fatal(err)
-	}
-}
-
-func writeJSON(b *testing.B, path string, v any) {
-	data, err := json.Marshal(v)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(path, data, 0o644); err != nil {
-		b.Fatal(err)
-	}
-}
-
-func clone(b *testing.B, m map[string]any) map[string]any {
-	data, err := json.Marshal(m)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var c map[string]any
-	if err := json.Unmarshal(data, &c); err != nil {
-		b.Fatal(err)
-	}
-	return c
-}
 
 func cpuTime(b *testing.B) time.Duration {
 	var ru syscall.Rusage
@@ -101,10 +32,10 @@ func BenchmarkCycle(b *testing.B) {
 		docker bool
 	}{{"containers=30/docker", true}, {"containers=30/no_docker", false}} {
 		b.Run(bc.name, func(b *testing.B) {
-			cg, dd := benchTree(b, 30)
-			opts := Options{Device: "till-042", CgroupRoot: cg, ProcRoot: "testdata/proc", Statfs: fixedStatfs, NoDocker: !bc.docker}
+			f := collectortest.Tree(b, collectortest.MemDir(b), "testdata", 30)
+			opts := Options{Device: "till-042", CgroupRoot: f.CgroupRoot, ProcRoot: f.ProcRoot, Statfs: fixedStatfs, NoDocker: !bc.docker}
 			if bc.docker {
-				opts.DockerSocket = dockertest.Start(b, dd).Socket
+				opts.DockerSocket = dockertest.Start(b, f.DockerDir).Socket
 			}
 			c, err := New(opts)
 			if err != nil {

@@ -64,11 +64,13 @@ type seriesKey struct {
 	a, b             string
 }
 
-// series is one interned label set with its sample of the current cycle.
+// series is one interned label set and its sample of the current cycle.
 type series struct {
-	labels []prompb.Label
-	sample [1]prompb.Sample
-	gen    uint64
+	key   seriesKey
+	pb    []byte // the label set, marshaled once (see marshal.go)
+	value float64
+	gen   uint64 // the cycle that last sampled it
+	dead  bool   // forgotten after its stale marker: slots must not reuse it
 }
 
 // Collector samples every source into remote-write time series. Label sets
@@ -87,7 +89,13 @@ type Collector struct {
 	gen    uint64
 	ts     int64
 	series map[seriesKey]*series
-	out    []prompb.TimeSeries
+	// slots remembers the series of each emit ordinal of the last cycle:
+	// a cycle emits the same series in the same order as the one before,
+	// so emit checks the slot's key instead of hashing it (see emit).
+	slots []*series
+	n     int       // emit ordinal in this cycle
+	cycle []*series // sampled this cycle, then the stale ones
+	out   []prompb.TimeSeries
 
 	cgs     []*cgroup.Container
 	ctrs    []*docker.Container
@@ -172,26 +180,69 @@ func (c *Collector) CgroupMode() cgroup.Mode {
 // sample stamped now, followed by stale markers for the series of the
 // previous cycle that are gone. The result is valid until the next call.
 func (c *Collector) Collect(ctx context.Context, now time.Time) []prompb.TimeSeries {
-	start := time.Now()
-	c.gen++
-	c.ts = now.UnixMilli()
+	c.collect(ctx, now)
 	c.out = c.out[:0]
+	samples := make([]prompb.Sample, len(c.cycle))
+	for i, s := range c.cycle {
+		ls, err := decodeLabelsPB(s.pb)
+		if err != nil {
+			panic(fmt.Sprintf("collector: interned label set does not decode: %v", err)) // a bug in appendLabelsPB
+		}
+		samples[i] = prompb.Sample{Value: s.value, Timestamp: c.ts}
+		c.out = append(c.out, prompb.TimeSeries{Labels: ls, Samples: samples[i : i+1 : i+1]})
+	}
+	return c.out
+}
 
+// AppendWriteRequest samples every source at now, as [Collector.Collect]
+// does, and appends the cycle marshaled as a remote-write WriteRequest to
+// dst, without building the TimeSeries. It returns dst and the number of
+// series.
+func (c *Collector) AppendWriteRequest(ctx context.Context, dst []byte, now time.Time) ([]byte, int) {
+	c.collect(ctx, now)
+	for _, s := range c.cycle {
+		dst = appendTimeSeriesPB(dst, s.pb, s.value, c.ts)
+	}
+	return dst, len(c.cycle)
+}
+
+// collect samples every source into c.cycle.
+func (c *Collector) collect(ctx context.Context, now time.Time) {
+	start := time.Now()
+	c.begin(now)
 	c.collectContainers(ctx)
 	c.collectNode()
 	for _, s := range []string{sourceCgroup, sourceDocker, sourceNode} {
 		c.emit(mScrapeErrors, "", "", s, "", c.errCount[s])
 	}
-	for k, s := range c.series {
-		if s.gen != c.gen {
-			s.sample[0] = prompb.Sample{Value: StaleNaN, Timestamp: c.ts}
-			c.out = append(c.out, prompb.TimeSeries{Labels: s.labels, Samples: s.sample[:]})
-			delete(c.series, k)
+	c.end()
+	c.cycleTime.Set(time.Since(start).Seconds())
+	c.seriesGage.Set(float64(len(c.cycle)))
+}
+
+// begin starts a cycle at now: emit samples into it.
+func (c *Collector) begin(now time.Time) {
+	c.gen++
+	c.ts = now.UnixMilli()
+	c.cycle = c.cycle[:0]
+	c.n = 0
+}
+
+// end appends the stale markers to the cycle and forgets their series.
+func (c *Collector) end() {
+	// Every series sampled this cycle is in c.cycle once; any other series
+	// in c.series was not sampled and goes stale.
+	if len(c.cycle) != len(c.series) {
+		for k, s := range c.series {
+			if s.gen != c.gen {
+				s.value, s.dead = StaleNaN, true
+				c.cycle = append(c.cycle, s)
+				delete(c.series, k)
+			}
 		}
 	}
-	c.cycleTime.Set(time.Since(start).Seconds())
-	c.seriesGage.Set(float64(len(c.out)))
-	return c.out
+	clear(c.slots[c.n:])
+	c.slots = c.slots[:c.n]
 }
 
 // sourceError counts err against source and logs it at most once a minute.
@@ -337,19 +388,33 @@ func init() {
 	}
 }
 
-// emit appends one sample of the series (d, container, image, a, b).
+// emit samples the series (d, container, image, a, b) with v. A series
+// emitted twice in a cycle keeps its first value.
 func (c *Collector) emit(d *desc, container, image, a, b string, v float64) {
 	k := seriesKey{d: d, container: container, image: image, a: a, b: b}
-	s := c.series[k]
-	if s == nil {
-		s = &series{labels: c.labels(k)}
-		c.series[k] = s
-	} else if s.gen == c.gen {
-		return // the same series twice in a cycle: keep the first
+	var s *series
+	if c.n < len(c.slots) {
+		// The strings of k are mostly the same pointers as last cycle's,
+		// so this comparison is cheaper than hashing k.
+		if s = c.slots[c.n]; s != nil && (s.dead || s.key != k) {
+			s = nil
+		}
+	} else {
+		c.slots = append(c.slots, nil)
 	}
-	s.gen = c.gen
-	s.sample[0] = prompb.Sample{Value: v, Timestamp: c.ts}
-	c.out = append(c.out, prompb.TimeSeries{Labels: s.labels, Samples: s.sample[:]})
+	if s == nil {
+		if s = c.series[k]; s == nil {
+			s = &series{key: k, pb: appendLabelsPB(nil, c.labels(k))}
+			c.series[k] = s
+		}
+		c.slots[c.n] = s
+	}
+	c.n++
+	if s.gen == c.gen {
+		return
+	}
+	s.gen, s.value = c.gen, v
+	c.cycle = append(c.cycle, s)
 }
 
 // labels builds k's label set, sorted by name as remote-write requires.

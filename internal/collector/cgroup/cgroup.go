@@ -18,6 +18,7 @@
 package cgroup
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -153,7 +154,10 @@ type Reader struct {
 
 	gen        uint64
 	containers map[string]*Container // by Path
-	names      []string
+	tops       []string              // topDirs under root
+	names      []byte                // subdirectory names, each after its length byte
+	path       []byte
+	dirBuf     []byte
 }
 
 // New detects the cgroup mode under opts.Root and returns a reader.
@@ -195,8 +199,13 @@ func (r *Reader) Mode() Mode { return r.mode }
 func (r *Reader) Discover(dst []*Container) ([]*Container, error) {
 	r.gen++
 	var firstErr error
-	for _, top := range topDirs {
-		if err := r.walk(top, 0, &dst); err != nil && firstErr == nil {
+	if r.tops == nil {
+		for _, top := range topDirs {
+			r.tops = append(r.tops, r.root+"/"+top)
+		}
+	}
+	for i, top := range topDirs {
+		if err := r.walk(top, r.tops[i], 0, &dst); err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
@@ -222,56 +231,96 @@ var topDirs = []string{"system.slice", "docker", "machine.slice", "kubepods.slic
 
 const maxDepth = 3
 
-func (r *Reader) walk(rel string, depth int, dst *[]*Container) error {
-	f, err := os.Open(filepath.Join(r.root, rel))
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		return fmt.Errorf("list cgroup %s: %w", rel, err)
-	}
-	r.names, err = readDirNames(f, r.names[:0])
-	f.Close()
+// walk appends the containers in dir, the cgroup rel, and recurses into
+// Kubernetes QoS and pod cgroups.
+func (r *Reader) walk(rel, dir string, depth int, dst *[]*Container) error {
+	var err error
+	r.names, err = r.readDirNames(dir, r.names[:0])
 	if err != nil {
 		return fmt.Errorf("list cgroup %s: %w", rel, err)
 	}
-	// Recurse after the loop: r.names is reused by the callee.
+	// r.names is reused by the recursive calls: recurse after the loop.
 	var sub []string
-	for _, name := range r.names {
-		if id := ContainerID(name); id != "" {
-			path := "/" + rel + "/" + name
-			c := r.containers[path]
+	for names := r.names; len(names) > 0; {
+		n := int(names[0])
+		name := names[1 : 1+n]
+		names = names[1+n:]
+		if id := containerID(name); id != nil {
+			r.path = append(append(append(append(r.path[:0], '/'), rel...), '/'), name...)
+			c := r.containers[string(r.path)]
 			if c == nil {
-				c = r.newContainer(id, path)
-				r.containers[path] = c
+				c = r.newContainer(string(id), string(r.path))
+				r.containers[c.Path] = c
 			}
 			c.gen = r.gen
 			*dst = append(*dst, c)
 			continue
 		}
-		if depth+1 < maxDepth && isPodOrQoS(rel, name) {
-			sub = append(sub, rel+"/"+name)
+		if depth+1 < maxDepth && isPodOrQoS(rel, string(name)) {
+			sub = append(sub, rel+"/"+string(name))
 		}
 	}
 	var firstErr error
 	for _, s := range sub {
-		if err := r.walk(s, depth+1, dst); err != nil && firstErr == nil {
+		if err := r.walk(s, r.root+"/"+s, depth+1, dst); err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
 	return firstErr
 }
 
-// readDirNames lists the subdirectories' names. Entries that are not
-// directories (the cgroup's own files) are skipped.
-func readDirNames(f *os.File, dst []string) ([]string, error) {
-	ents, err := f.ReadDir(-1)
-	for _, e := range ents {
-		if e.IsDir() {
-			dst = append(dst, e.Name())
+// readDirNames appends the names of dir's subdirectories to dst, each as a
+// length byte and the name (a Linux file name is at most 255 bytes). The
+// cgroup's own files are skipped. A missing dir is no error. It reads the
+// directory with getdents64 into a reused buffer, so a cycle allocates
+// nothing for directories already seen.
+func (r *Reader) readDirNames(dir string, dst []byte) ([]byte, error) {
+	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	for err == syscall.EINTR {
+		fd, err = syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+	}
+	if err == syscall.ENOENT || err == syscall.ENOTDIR {
+		return dst, nil
+	}
+	if err != nil {
+		return dst, err
+	}
+	defer syscall.Close(fd)
+	if r.dirBuf == nil {
+		r.dirBuf = make([]byte, 8<<10)
+	}
+	for {
+		n, err := syscall.Getdents(fd, r.dirBuf)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return dst, err
+		}
+		if n <= 0 {
+			return dst, nil
+		}
+		// struct linux_dirent64 { u64 d_ino; s64 d_off; u16 d_reclen;
+		// u8 d_type; char d_name[]; } with d_name NUL-terminated.
+		for b := r.dirBuf[:n]; len(b) >= 19; {
+			reclen := int(b[16]) | int(b[17])<<8
+			if reclen < 19 || reclen > len(b) {
+				return dst, fmt.Errorf("getdents64 %s: bad record length %d", dir, reclen)
+			}
+			typ, name := b[18], b[19:reclen]
+			b = b[reclen:]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			// DT_UNKNOWN: a filesystem without d_type; the name decides.
+			if typ != syscall.DT_DIR && typ != syscall.DT_UNKNOWN || len(name) > 255 ||
+				string(name) == "." || string(name) == ".." {
+				continue
+			}
+			dst = append(dst, byte(len(name)))
+			dst = append(dst, name...)
 		}
 	}
-	return dst, err
 }
 
 // isPodOrQoS reports whether name, under rel, is a Kubernetes QoS or pod
@@ -287,29 +336,34 @@ func isPodOrQoS(rel, name string) bool {
 // ContainerID returns the 64-hex container id named by a cgroup directory
 // name, or "" when name is not a container's.
 func ContainerID(name string) string {
+	return string(containerID([]byte(name)))
+}
+
+// containerID is [ContainerID] on bytes: the id is a subslice of name, nil
+// when name is not a container's.
+func containerID(name []byte) []byte {
 	s := name
-	if strings.HasSuffix(s, ".scope") {
-		s = strings.TrimSuffix(s, ".scope")
+	if n, ok := bytes.CutSuffix(s, []byte(".scope")); ok {
+		s = n
 		switch {
-		case strings.HasPrefix(s, "docker-"):
+		case bytes.HasPrefix(s, []byte("docker-")):
 			s = s[len("docker-"):]
-		case strings.HasPrefix(s, "cri-containerd-"):
+		case bytes.HasPrefix(s, []byte("cri-containerd-")):
 			s = s[len("cri-containerd-"):]
-		case strings.HasPrefix(s, "crio-"):
+		case bytes.HasPrefix(s, []byte("crio-")):
 			s = s[len("crio-"):]
-		case strings.HasPrefix(s, "libpod-"):
+		case bytes.HasPrefix(s, []byte("libpod-")):
 			s = s[len("libpod-"):]
 		default:
-			return ""
+			return nil
 		}
 	}
 	if len(s) != 64 {
-		return ""
+		return nil
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
+	for _, c := range s {
 		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return ""
+			return nil
 		}
 	}
 	return s

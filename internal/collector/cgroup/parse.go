@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+	"unsafe"
 )
 
 // fileReader reads small pseudo-files into one reused buffer. It is unsafe
@@ -42,7 +43,7 @@ func (r *fileReader) read(c *Container, slot int) ([]byte, error) {
 		c.fds[slot] = fd
 	}
 	for {
-		n, err := syscall.Pread(c.fds[slot], r.buf, 0)
+		n, err := pread(c.fds[slot], r.buf)
 		if err == syscall.EINTR {
 			continue
 		}
@@ -162,4 +163,18 @@ type ParseError struct {
 
 func (e *ParseError) Error() string {
 	return fmt.Sprintf("parse %s: unexpected line %q", e.Path, e.Line)
+}
+
+// pread reads fd from offset 0 with a raw system call: cgroup files are
+// generated in memory and never block, so the scheduler's bookkeeping for
+// a blocking call (entersyscall, exitsyscall) is skipped.
+func pread(fd int, p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n, _, errno := syscall.RawSyscall6(syscall.SYS_PREAD64, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
 }

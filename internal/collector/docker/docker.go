@@ -122,7 +122,8 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("docker engine answered %d: %s", e.StatusCode, e.Message)
 }
 
-// List returns every container, running or not, reusing dst's storage.
+// List returns every container, running or not, reusing dst's storage
+// (the Names of its entries included: they are valid until the next call).
 // It runs every cycle, so it parses with a reused fastjson parser (about 5x
 // cheaper than encoding/json on the full ContainerSummary objects) and
 // interns the strings it keeps.
@@ -146,8 +147,15 @@ func (c *Client) List(ctx context.Context, dst []Summary) ([]Summary, error) {
 		if e.Type() != fastjson.TypeObject {
 			return dst[:0], fmt.Errorf("decode container list: entry is %s, not an object", e.Type())
 		}
-		s := Summary{
+		if len(dst) == cap(dst) {
+			dst = append(dst, Summary{})
+		} else {
+			dst = dst[:len(dst)+1]
+		}
+		s := &dst[len(dst)-1]
+		*s = Summary{
 			ID:      c.intern(e.GetStringBytes("Id")),
+			Names:   s.Names[:0], // reused across calls
 			Image:   c.intern(e.GetStringBytes("Image")),
 			ImageID: c.intern(e.GetStringBytes("ImageID")),
 			State:   c.intern(e.GetStringBytes("State")),
@@ -157,9 +165,8 @@ func (c *Client) List(ctx context.Context, dst []Summary) ([]Summary, error) {
 			return dst[:0], errors.New("decode container list: entry without Id")
 		}
 		if names := e.GetArray("Names"); len(names) > 0 {
-			s.Names = []string{c.intern(names[0].GetStringBytes())}
+			s.Names = append(s.Names, c.intern(names[0].GetStringBytes()))
 		}
-		dst = append(dst, s)
 	}
 	return dst, nil
 }

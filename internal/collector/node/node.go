@@ -64,16 +64,18 @@ type Reader struct {
 	proc   string
 	statfs func(string, *syscall.Statfs_t) error
 	buf    []byte
+	paths  map[string]string // <proc>/<name> by name, built once
 
 	cpuIDs     []string
 	names      map[string]string // interned interface names
 	prevMounts []byte
 	mounts     []Filesystem
+	sfs        syscall.Statfs_t
 }
 
 // NewReader returns a reader for opts.
 func NewReader(opts Options) *Reader {
-	r := &Reader{proc: opts.ProcRoot, statfs: opts.Statfs, names: make(map[string]string)}
+	r := &Reader{proc: opts.ProcRoot, statfs: opts.Statfs, names: make(map[string]string), paths: make(map[string]string)}
 	if r.proc == "" {
 		r.proc = "/proc"
 	}
@@ -113,7 +115,11 @@ func (r *Reader) Read(st *Stats) error {
 }
 
 func (r *Reader) read(name string) ([]byte, string, error) {
-	path := r.proc + "/" + name
+	path, ok := r.paths[name]
+	if !ok {
+		path = r.proc + "/" + name
+		r.paths[name] = path
+	}
 	if r.buf == nil {
 		r.buf = make([]byte, 16<<10)
 	}
@@ -370,9 +376,9 @@ func (r *Reader) readFilesystems(st *Stats) error {
 	}
 	st.Filesystems = st.Filesystems[:0]
 	var first error
-	var sfs syscall.Statfs_t
+	sfs := &r.sfs // a field: passed to a func value, a local would escape
 	for _, m := range r.mounts {
-		if err := r.statfs(m.MountPoint, &sfs); err != nil {
+		if err := r.statfs(m.MountPoint, sfs); err != nil {
 			if !errors.Is(err, syscall.EACCES) && !errors.Is(err, syscall.ENOENT) && first == nil {
 				first = fmt.Errorf("statfs %s: %w", m.MountPoint, err)
 			}

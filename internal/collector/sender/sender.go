@@ -17,6 +17,7 @@
 package sender
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -89,7 +90,10 @@ type Sender struct {
 	failing bool // the last send attempt failed: new requests are compressed
 	wake    chan struct{}
 
-	scratch []byte
+	free    [][]byte // uncompressed bodies already sent, for reuse; s.mu
+	enc     []byte   // Enqueue's snappy output before it is copied; s.mu
+	scratch []byte   // Run's and Flush's decode buffer
+	runEnc  []byte   // requeue's snappy output before it is copied
 
 	lastRejectLog, lastRetryLog time.Time
 	suppressedRejects           int
@@ -153,15 +157,27 @@ func New(client Client, opts Options) (*Sender, error) {
 	return s, nil
 }
 
+// maxFree bounds the sent bodies kept for reuse: one being sent, one being
+// enqueued.
+const maxFree = 2
+
 // Enqueue copies body, a marshaled WriteRequest holding samples samples,
-// into the buffer, dropping the oldest requests if it does not fit.
+// into the buffer, dropping the oldest requests if it does not fit. A body
+// that goes out next is copied into a buffer of an earlier, sent one; a
+// body that waits is held compressed, in a slice of its exact size.
 func (s *Sender) Enqueue(body []byte, samples int) {
 	s.mu.Lock()
 	e := entry{samples: samples}
 	if s.failing || len(s.queue) > 0 {
-		e.data, e.compressed = snappy.Encode(nil, body), true
+		s.enc = snappy.Encode(s.enc[:cap(s.enc)], body)
+		e.data, e.compressed = bytes.Clone(s.enc), true
 	} else {
-		e.data = append([]byte(nil), body...)
+		var buf []byte
+		if n := len(s.free); n > 0 {
+			buf, s.free[n-1] = s.free[n-1], nil
+			s.free = s.free[:n-1]
+		}
+		e.data = append(buf[:0], body...)
 	}
 	s.makeRoom(len(e.data))
 	if len(e.data) <= s.opts.MaxBytes {
@@ -176,6 +192,18 @@ func (s *Sender) Enqueue(body []byte, samples int) {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// release keeps e's buffer for a later Enqueue once e is done with.
+func (s *Sender) release(e entry) {
+	if e.compressed {
+		return // sized for its content; a body is larger
+	}
+	s.mu.Lock()
+	if len(s.free) < maxFree {
+		s.free = append(s.free, e.data)
+	}
+	s.mu.Unlock()
 }
 
 // makeRoom drops the oldest entries until n more bytes fit. s.mu is held.
@@ -219,7 +247,9 @@ func (s *Sender) pop() (entry, bool) {
 // and is dropped).
 func (s *Sender) requeue(e entry) {
 	if !e.compressed {
-		e.data, e.compressed = snappy.Encode(nil, e.data), true
+		s.runEnc = snappy.Encode(s.runEnc[:cap(s.runEnc)], e.data)
+		s.release(e)
+		e.data, e.compressed = bytes.Clone(s.runEnc), true
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -260,6 +290,7 @@ func (s *Sender) Run(ctx context.Context) error {
 		var re *remotewrite.RecoverableError
 		switch {
 		case err == nil:
+			s.release(e)
 			if attempt > 0 {
 				s.log.Info("relay reachable again", "backlog_requests", s.Len())
 			}
@@ -284,6 +315,7 @@ func (s *Sender) Run(ctx context.Context) error {
 			case <-t.C:
 			}
 		default:
+			s.release(e)
 			s.drop(ReasonRejected, e.samples)
 			s.logReject(err, e.samples)
 		}

@@ -417,4 +417,9 @@ func TestSender_BufferedRequestsAreCompressed(t *testing.T) {
 	if s.queue[0].compressed || !s.queue[1].compressed || len(s.queue[1].data) >= len(big)/4 {
 		t.Errorf("head compressed %v, backlog compressed %v (%d of %d bytes)", s.queue[0].compressed, s.queue[1].compressed, len(s.queue[1].data), len(big))
 	}
+	// The buffer bound counts len; what is held must not be much more
+	// (snappy.Encode(nil, ...) returns a slice of a MaxEncodedLen buffer).
+	if e := s.queue[1]; cap(e.data) > 2*len(e.data) {
+		t.Errorf("backlog entry holds %d bytes of capacity for %d of data", cap(e.data), len(e.data))
+	}
 }

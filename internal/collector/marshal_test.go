@@ -1,0 +1,167 @@
+package collector
+
+import (
+	"bytes"
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+)
+
+// TestAppendTimeSeriesPB_MatchesPrompb checks the hand-written encoder
+// against prompb's on the values whose fields protobuf omits or sizes
+// differently.
+func TestAppendTimeSeriesPB_MatchesPrompb(t *testing.T) {
+	labels := []prompb.Label{{Name: "__name__", Value: "m"}, {Name: "device", Value: "till-042"}, {Name: "empty", Value: ""}}
+	long := []prompb.Label{{Name: "__name__", Value: string(bytes.Repeat([]byte("x"), 300))}}
+	for _, tc := range []struct {
+		name   string
+		labels []prompb.Label
+		v      float64
+		ts     int64
+	}{
+		{"zero_value_omitted", labels, 0, 1763716507000},
+		{"negative_zero_value_omitted", labels, math.Copysign(0, -1), 1763716507000},
+		{"zero_timestamp_omitted", labels, 1.5, 0},
+		{"negative_timestamp_ten_byte_varint", labels, 1.5, -1},
+		{"stale_nan", labels, StaleNaN, 1763716507000},
+		{"nan_and_inf", labels, math.Inf(-1), 1},
+		{"label_over_127_bytes_two_byte_length", long, 42, 1763716507000},
+		{"no_labels", nil, 1, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wr := prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+				{Labels: tc.labels, Samples: []prompb.Sample{{Value: tc.v, Timestamp: tc.ts}}},
+				{Labels: tc.labels, Samples: []prompb.Sample{{Value: tc.v, Timestamp: tc.ts}}},
+			}}
+			want := wr.MarshalProtobuf(nil)
+			pb := appendLabelsPB(nil, tc.labels)
+			got := appendTimeSeriesPB(nil, pb, tc.v, tc.ts)
+			got = appendTimeSeriesPB(got, pb, tc.v, tc.ts)
+			if !bytes.Equal(got, want) {
+				t.Errorf("got  %x\nwant %x", got, want)
+			}
+			dec, err := decodeLabelsPB(pb)
+			if err != nil || len(dec) != len(tc.labels) {
+				t.Fatalf("decode: %v, %d labels, want %d", err, len(dec), len(tc.labels))
+			}
+			for i := range dec {
+				if dec[i] != tc.labels[i] {
+					t.Errorf("label %d decodes as %+v, want %+v", i, dec[i], tc.labels[i])
+				}
+			}
+		})
+	}
+}
+
+// TestAppendWriteRequest_MatchesCollect runs two collectors over the same
+// changing tree, one through Collect and prompb's marshaler, the other
+// through AppendWriteRequest: the bodies must be identical in every cycle,
+// including the one with stale markers and the one after it.
+func TestAppendWriteRequest_MatchesCollect(t *testing.T) {
+	cg := copyDir(t, "testdata/cgroup/v2-docker")
+	dd := copyDir(t, "testdata/docker")
+	viaCollect := newFixtureCollector(t, cg, dd)
+	viaAppend := newFixtureCollector(t, cg, dd)
+	ctx := context.Background()
+	var body []byte
+	for cycle := range 4 {
+		if cycle == 2 { // pos-api is removed: stale markers in cycle 2
+			if err := os.RemoveAll(filepath.Join(cg, "system.slice", "docker-"+posAPI+".scope")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		now := fixtureTime.Add(time.Duration(cycle) * 15 * time.Second)
+		tss := viaCollect.Collect(ctx, now)
+		want := (&prompb.WriteRequest{Timeseries: tss}).MarshalProtobuf(nil)
+		var n int
+		body, n = viaAppend.AppendWriteRequest(ctx, body[:0], now)
+		if n != len(tss) || len(body) != len(want) {
+			t.Fatalf("cycle %d: %d series, %d bytes; Collect: %d series, %d bytes", cycle, n, len(body), len(tss), len(want))
+		}
+		sameSeries(t, body, tss)
+		if cycle != 2 && !bytes.Equal(body, want) { // stale markers come out of a map, in any order
+			t.Errorf("cycle %d: bodies differ", cycle)
+		}
+	}
+}
+
+// sameSeries checks that body holds exactly the series and samples of tss.
+func sameSeries(t *testing.T, body []byte, tss []prompb.TimeSeries) {
+	t.Helper()
+	var u prompb.WriteRequestUnmarshaler
+	wr, err := u.UnmarshalProtobuf(body)
+	if err != nil {
+		t.Fatalf("unmarshal AppendWriteRequest body: %v", err)
+	}
+	got := map[string]prompb.Sample{}
+	for _, ts := range wr.Timeseries {
+		got[seriesID(ts.Labels)] = ts.Samples[0]
+	}
+	for _, ts := range tss {
+		g, ok := got[seriesID(ts.Labels)]
+		w := ts.Samples[0]
+		if !ok || g.Timestamp != w.Timestamp || math.Float64bits(g.Value) != math.Float64bits(w.Value) {
+			t.Errorf("%s: AppendWriteRequest has %+v (present %v), Collect %+v", seriesID(ts.Labels), g, ok, w)
+		}
+	}
+	if len(got) != len(tss) {
+		t.Errorf("AppendWriteRequest has %d distinct series, Collect %d", len(got), len(tss))
+	}
+}
+
+// TestEmit_SlotsFollowReorderedSeries checks that the slot cache never
+// hands out the wrong series when the emit order changes between cycles,
+// nor a series forgotten after its stale marker.
+func TestEmit_SlotsFollowReorderedSeries(t *testing.T) {
+	c, err := New(Options{Device: "d", CgroupRoot: t.TempDir(), NoDocker: true, ProcRoot: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cycle := func(names ...string) map[string]float64 {
+		c.begin(fixtureTime)
+		for i, n := range names {
+			c.emit(mThreads, n, "", "", "", float64(i))
+		}
+		c.end()
+		got := map[string]float64{}
+		for _, s := range c.cycle {
+			ls, err := decodeLabelsPB(s.pb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[seriesID(ls)] = s.value
+		}
+		return got
+	}
+	id := func(n string) string { return `container_threads{container="` + n + `",device="d"}` }
+	for _, step := range []struct {
+		names []string
+		want  map[string]float64
+	}{
+		{[]string{"a", "b", "c"}, map[string]float64{id("a"): 0, id("b"): 1, id("c"): 2}},
+		{[]string{"c", "a", "b"}, map[string]float64{id("c"): 0, id("a"): 1, id("b"): 2}},
+		{[]string{"c", "a"}, map[string]float64{id("c"): 0, id("a"): 1, id("b"): StaleNaN}},
+		{[]string{"c", "a", "b"}, map[string]float64{id("c"): 0, id("a"): 1, id("b"): 2}},
+		{[]string{"a", "a", "b", "c"}, map[string]float64{id("a"): 0, id("b"): 2, id("c"): 3}},
+	} {
+		got := cycle(step.names...)
+		if len(got) != len(step.want) {
+			t.Errorf("%v: got %v, want %v", step.names, got, step.want)
+			continue
+		}
+		for k, w := range step.want {
+			if g, ok := got[k]; !ok || math.Float64bits(g) != math.Float64bits(w) {
+				t.Errorf("%v: %s = %v (present %v), want %v", step.names, k, g, ok, w)
+			}
+		}
+	}
+	if len(c.series) != 3 {
+		t.Errorf("%d series interned, want 3", len(c.series))
+	}
+}

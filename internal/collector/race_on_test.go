@@ -1,0 +1,7 @@
+//go:build race
+
+package collector
+
+// raceEnabled reports a -race build, where allocation counts are not
+// meaningful.
+const raceEnabled = true
