@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -149,21 +148,8 @@ func TestNATSStorePermissions(t *testing.T) {
 func relayWithStoreUser(t *testing.T, ctx context.Context, natsURL, password string, central jetstream.JetStream) {
 	port := testenv.FreePort(t)
 	u := strings.Replace(natsURL, "nats://", "nats://store-s0001:"+password+"@", 1)
-	relay := exec.Command(testenv.Binary(t, "storerelay"), "-store", "s0001", "-data-dir", t.TempDir(),
+	testenv.StartProcess(t, "storerelay", "-store", "s0001", "-data-dir", t.TempDir(),
 		"-listen", fmt.Sprintf("127.0.0.1:%d", port), "-nats-url", u, "-log-level", "warn")
-	var logs bytes.Buffer
-	relay.Stdout, relay.Stderr = &logs, &logs
-	relay.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := relay.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = relay.Process.Signal(syscall.SIGTERM)
-		_ = relay.Wait()
-		if t.Failed() {
-			t.Logf("relay log:\n%s", logs.String())
-		}
-	})
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	client, err := remotewrite.NewClient(remotewrite.ClientOptions{URL: base + "/api/v1/write"})
 	if err != nil {

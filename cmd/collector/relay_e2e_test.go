@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -43,23 +40,10 @@ func TestEndToEndThroughRealRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	port := testenv.FreePort(t)
-	relay := exec.Command(testenv.Binary(t, "storerelay"), "-store", store, "-data-dir", t.TempDir(),
+	testenv.StartProcess(t, "storerelay", "-store", store, "-data-dir", t.TempDir(),
 		"-listen", fmt.Sprintf("127.0.0.1:%d", port), "-nats-url", n.URL(), "-log-level", "warn",
 		"-normal-batch-age", "1s", "-bulk-batch-age", "1s") // do not wait a minute for bulk
-	var relayLog bytes.Buffer
-	relay.Stdout, relay.Stderr = &relayLog, &relayLog
-	relay.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := relay.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = relay.Process.Signal(syscall.SIGTERM)
-		_ = relay.Wait()
-		if t.Failed() {
-			t.Logf("relay log:\n%s", relayLog.String())
-		}
-	})
-	waitHealthy(t, fmt.Sprintf("http://127.0.0.1:%d/healthz", port))
+	testenv.WaitHealthy(t, fmt.Sprintf("http://127.0.0.1:%d/healthz", port))
 
 	engine := dockertest.Start(t, filepath.Join(fixtures, "docker"))
 	common := []string{"-device", "till-e2e", "-cgroup-root", fixtures + "/cgroup/v2-docker",
@@ -149,19 +133,4 @@ func first(s []string) string {
 		return ""
 	}
 	return s[0]
-}
-
-func waitHealthy(t *testing.T, url string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s not healthy after 30s", url)
 }
