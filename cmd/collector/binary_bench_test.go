@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -29,7 +30,8 @@ import (
 // BenchmarkCycle in package collector, on tmpfs like cgroupfs), the
 // fixture /proc, a fake engine and a relay stand-in that decodes every
 // request (snappy, protobuf) and answers 204. Each iteration waits for
-// one request at -interval 1s (the minimum), so b.N is the number of
+// one request at -interval 1s (the minimum) unless TILLPIPE_BENCH_INTERVAL
+// says otherwise, so b.N is the number of
 // cycles measured:
 //
 //	go test -run '^$' -bench BenchmarkBinaryCycle -benchtime 120x ./cmd/collector/
@@ -38,8 +40,16 @@ import (
 // /proc/<pid>/task/*/schedstat (nanosecond resolution) over the measured
 // cycles; tick-cpu-ms/cycle is the same from /proc/<pid>/stat utime+stime
 // (10 ms ticks, a cross-check). rss-MiB is VmHWM at the end, anon-MiB
-// RssAnon. The first cycles (label interning, container inspects) are not
-// measured.
+// RssAnon. switches/cycle counts the times the process's threads were
+// switched onto a CPU (the third schedstat field), steadier than the CPU
+// time on a shared VM. The first cycles (label interning, container
+// inspects) are not measured.
+//
+// TILLPIPE_BENCH_INTERVAL sets -interval (default 1s). At the production
+// 15s, 20 cycles take five minutes:
+//
+//	TILLPIPE_BENCH_INTERVAL=15s go test -run '^$' -timeout 30m \
+//	    -bench 'BenchmarkBinaryCycle/containers=30/defaults' -benchtime 20x ./cmd/collector/
 //
 // TILLPIPE_BENCH_COLLECTOR names a prebuilt binary to measure instead (an
 // older build, for a before/after comparison; run only
@@ -73,7 +83,14 @@ func benchBinary(b *testing.B, bin string, extra []string) {
 	srv := httptest.NewServer(relay)
 	defer srv.Close()
 
-	args := []string{"-relay-url", srv.URL + "/api/v1/write", "-device", "till-042", "-interval", "1s",
+	interval := "1s"
+	if v := os.Getenv("TILLPIPE_BENCH_INTERVAL"); v != "" {
+		if _, err := time.ParseDuration(v); err != nil {
+			b.Fatalf("TILLPIPE_BENCH_INTERVAL: %v", err)
+		}
+		interval = v
+	}
+	args := []string{"-relay-url", srv.URL + "/api/v1/write", "-device", "till-042", "-interval", interval,
 		"-cgroup-root", f.CgroupRoot, "-proc-root", f.ProcRoot, "-docker-socket", engine.Socket,
 		"-listen", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b)), "-log-level", "warn"}
 	cmd := exec.Command(bin, append(args, extra...)...)
@@ -109,11 +126,14 @@ func benchBinary(b *testing.B, bin string, extra []string) {
 	for range warmup {
 		wait()
 	}
-	cpu0, ticks0 := taskCPU(b, pid), statCPU(b, pid)
+	cpu0, sw0 := taskCPU(b, pid)
+	ticks0 := statCPU(b, pid)
 	for b.Loop() {
 		wait()
 	}
-	cpu, ticks := taskCPU(b, pid)-cpu0, statCPU(b, pid)-ticks0
+	cpu, sw := taskCPU(b, pid)
+	cpu, sw = cpu-cpu0, sw-sw0
+	ticks := statCPU(b, pid) - ticks0
 	status := procStatus(b, pid)
 
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -136,6 +156,7 @@ func benchBinary(b *testing.B, bin string, extra []string) {
 	n := float64(b.N)
 	b.ReportMetric(float64(cpu.Microseconds())/1e3/n, "cpu-ms/cycle")
 	b.ReportMetric(float64(ticks.Microseconds())/1e3/n, "tick-cpu-ms/cycle")
+	b.ReportMetric(float64(sw)/n, "switches/cycle")
 	b.ReportMetric(float64(status["VmHWM"])/1024, "rss-MiB")
 	b.ReportMetric(float64(status["RssAnon"])/1024, "anon-MiB")
 	b.ReportMetric(float64(relay.series.Load()), "series/cycle")
@@ -199,8 +220,10 @@ func buildCollector(b *testing.B) string {
 	return out
 }
 
-// taskCPU sums the on-CPU time of pid's threads from their schedstat.
-func taskCPU(b *testing.B, pid int) time.Duration {
+// taskCPU sums the on-CPU time of pid's threads and the times they were
+// switched onto a CPU (each a wake-up: a context switch) from their
+// schedstat.
+func taskCPU(b *testing.B, pid int) (time.Duration, int64) {
 	b.Helper()
 	dir := fmt.Sprintf("/proc/%d/task", pid)
 	ents, err := os.ReadDir(dir)
@@ -208,22 +231,25 @@ func taskCPU(b *testing.B, pid int) time.Duration {
 		b.Fatal(err)
 	}
 	var total time.Duration
+	var switches int64
 	for _, e := range ents {
 		data, err := os.ReadFile(filepath.Join(dir, e.Name(), "schedstat"))
 		if err != nil {
 			continue // the thread exited
 		}
 		f := strings.Fields(string(data))
-		if len(f) < 1 {
+		if len(f) < 3 {
 			b.Fatalf("schedstat of %s/%s: %q", dir, e.Name(), data)
 		}
-		ns, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
+		ns, err1 := strconv.ParseInt(f[0], 10, 64)
+		n, err2 := strconv.ParseInt(f[2], 10, 64)
+		if err := errors.Join(err1, err2); err != nil {
 			b.Fatalf("schedstat of %s/%s: %v", dir, e.Name(), err)
 		}
 		total += time.Duration(ns)
+		switches += n
 	}
-	return total
+	return total, switches
 }
 
 // statCPU is pid's utime+stime from /proc/<pid>/stat, assuming

@@ -73,12 +73,49 @@
 //
 // cpu-ms/cycle is the sum of /proc/<pid>/task/*/schedstat (ns) over 120
 // cycles after 3 warm-up cycles; utime+stime agrees within a tick. Runs
-// vary by about ±0.2 ms. The binary costs about three times the in-process
-// cycle: perf shows a quarter of its samples in the kernel's context
-// switch, a sixth in sysmon's 20 µs naps while a cycle runs, the rest in
-// the scheduler, the two HTTP exchanges (the engine list, the relay POST)
-// and the cgroup reads. RSS is mostly the binary's own pages (RssFile
+// vary by about ±0.2 ms. RSS is mostly the binary's own pages (RssFile
 // about 8.9 MiB, clean and shared); the Go heap holds about 2 MB live.
+//
+// A second pass measured at the production 15 s as well, with
+// TILLPIPE_BENCH_INTERVAL (20 cycles, five minutes a run; two builds run
+// side by side, their cycles at the same instants), and counted context
+// switches (switches/cycle):
+//
+//	go test -run '^$' -bench 'BenchmarkBinaryCycle/containers=30/^defaults$' -benchtime 60x ./cmd/collector/
+//	TILLPIPE_BENCH_INTERVAL=15s go test -run '^$' -timeout 30m \
+//	    -bench 'BenchmarkBinaryCycle/containers=30/^defaults$' -benchtime 20x ./cmd/collector/
+//
+//	cpu-ms/cycle (switches/cycle)       1 s (3 runs)        15 s (runs)
+//	first pass                          1.40 1.53 1.75      1.63, 1.64 (23), 1.70 (15)
+//	own HTTP/1.1 engine client          1.43 1.46 1.60      1.77 (36), 2.33 (37), 2.10 (26)
+//	relay write buffer 32 KiB (kept)    -                   1.58 (13)
+//
+// VmHWM stayed at 14.0-14.4 MiB throughout. Replacing net/http on the
+// engine socket with a single-goroutine HTTP/1.1 client (keep-alive,
+// Content-Length and chunked bodies) cut the engine list from 101 to 52
+// allocations in process and looked slightly better at 1 s and 5 s, but
+// cost 0.1-0.6 ms and 10-20 more context switches per cycle at 15 s in
+// every side-by-side run, so it was not kept. The 32 KiB write buffer on
+// the relay transport sends headers and body in one write(2) instead of a
+// 4 KiB one and the rest. Sending the engine request before the cgroup
+// reads and reading the answer after them was tried as well: no gain.
+//
+// At 15 s most of the cost is the runtime's sysmon thread: sched_switch
+// events (perf record -e sched:sched_switch -g) put four fifths of the
+// switches of a 15 s cycle in sysmon's usleep. By the runtime's source,
+// a system call made while sysmon is in its deep sleep (every P idle, as
+// between cycles) wakes it with its nap reset to 20 µs, and it naps 20 µs
+// at a time (about 70 µs with timer slack) while a P is busy, doubling
+// only after 50 naps; each wait in the cycle can put it back to sleep and
+// the next system call wakes it again. So the count of waits in a cycle,
+// and their timing, matter more at 15 s than the work done.
+//
+// Where the CPU goes at 1 s (perf record -g at 20 kHz on an unstripped
+// build): a fifth of the samples in the kernel's context switch, 18% in
+// sysmon, 30% in the cgroup preads (tmpfs, with atime updates cgroupfs
+// does not have), 13% in the engine list, 16% in the relay POST through
+// net/http (its writeLoop and readLoop goroutines, snappy), the rest
+// marshaling and /proc.
 //
 // What a cycle does: the label set of every series is marshaled once when
 // it is interned and each cycle copies it into the WriteRequest
