@@ -13,12 +13,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
 
 	"tillpipe/internal/collector"
 	"tillpipe/internal/collector/sender"
@@ -76,16 +76,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var wg sync.WaitGroup
-	start := func(f func(context.Context) error) {
-		wg.Go(func() {
-			if err := f(ctx); err != nil {
-				cancel(err)
-			}
-		})
-	}
+	// The first part to fail stops the others; SIGTERM stops them all.
+	g, ctx := errgroup.WithContext(ctx)
+	start := func(f func(context.Context) error) { g.Go(func() error { return f(ctx) }) }
 	start(agent.Run)
 	start(snd.Run)
 	if cfg.Listen != "" {
@@ -93,11 +86,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return obs.ListenAndServe(ctx, cfg.Listen, reg, agent.Healthy, logger)
 		})
 	}
-	wg.Wait()
+	err = g.Wait()
 	flushCtx, cancelFlush := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancelFlush()
 	snd.Flush(flushCtx)
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil

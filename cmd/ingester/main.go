@@ -12,13 +12,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
 
 	"tillpipe/internal/ingester"
 	"tillpipe/internal/obs"
@@ -80,16 +80,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var wg sync.WaitGroup
-	start := func(f func(context.Context) error) {
-		wg.Go(func() {
-			if err := f(ctx); err != nil {
-				cancel(err)
-			}
-		})
-	}
+	// The first part to fail stops the others; SIGTERM stops them all.
+	g, ctx := errgroup.WithContext(ctx)
+	start := func(f func(context.Context) error) { g.Go(func() error { return f(ctx) }) }
 	start(ing.Run)
 	start(func(ctx context.Context) error {
 		return obs.ListenAndServe(ctx, cfg.Listen, reg, func() error {
@@ -99,8 +92,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return nil
 		}, logger)
 	})
-	wg.Wait()
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	err = g.Wait()
+	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	return nil
