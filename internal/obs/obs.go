@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -50,10 +51,17 @@ func orDefault(s, d string) string {
 	return s
 }
 
-// Mux returns a mux serving /metrics from g and /healthz from healthy (200
-// "ok" when it returns nil, 503 with the error otherwise).
+// Mux returns a mux serving /metrics from g, /healthz from healthy (200
+// "ok" when it returns nil, 503 with the error otherwise) and the Go
+// profiler under /debug/pprof/, as vmagent and nats-server offer it: a
+// profile taken on a store server is how a slow relay gets diagnosed.
 func Mux(g prometheus.Gatherer, healthy func() error) *http.ServeMux {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if healthy != nil {

@@ -42,6 +42,9 @@ func TestServeMetricsAndHealth(t *testing.T) {
 	if code, _ := get("/healthz"); code != 200 {
 		t.Fatalf("/healthz healthy = %d", code)
 	}
+	if code, body := get("/debug/pprof/goroutine?debug=1"); code != 200 || !strings.Contains(body, "goroutine profile:") {
+		t.Fatalf("/debug/pprof/goroutine = %d %.80q", code, body)
+	}
 	unhealthy = errors.New("buffer disk full")
 	if code, body := get("/healthz"); code != 503 || !strings.Contains(body, "buffer disk full") {
 		t.Fatalf("/healthz unhealthy = %d %q", code, body)

@@ -31,19 +31,20 @@ const (
 // for concurrent use. Their configuration is part of the golden vectors in
 // testdata/golden (LevelDefault): changing it changes the bytes written
 // (though not what decoders accept). The frame carries no zstd checksum, as
-// the header's CRC-32C covers the payload.
+// the header's CRC-32C covers the payload. LevelFastest skips Huffman
+// coding of literals (see doc.go).
 var zstdEncoders = [...]*zstd.Encoder{
 	LevelDefault: mustZstdEncoder(zstd.SpeedDefault),
-	LevelFastest: mustZstdEncoder(zstd.SpeedFastest),
+	LevelFastest: mustZstdEncoder(zstd.SpeedFastest, zstd.WithNoEntropyCompression(true)),
 }
 
-func mustZstdEncoder(level zstd.EncoderLevel) *zstd.Encoder {
-	enc, err := zstd.NewWriter(nil,
+func mustZstdEncoder(level zstd.EncoderLevel, opts ...zstd.EOption) *zstd.Encoder {
+	enc, err := zstd.NewWriter(nil, append([]zstd.EOption{
 		zstd.WithEncoderLevel(level),
 		zstd.WithEncoderCRC(false),
 		zstd.WithEncoderConcurrency(1),
-		zstd.WithWindowSize(1<<20),
-	)
+		zstd.WithWindowSize(1 << 20),
+	}, opts...)...)
 	if err != nil {
 		panic(fmt.Sprintf("BUG: build zstd encoder: %v", err))
 	}
