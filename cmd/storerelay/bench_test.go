@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -48,6 +51,7 @@ func BenchmarkRelay(b *testing.B) {
 			ts := time.Now().Add(-24 * time.Hour).UnixMilli()
 			samples := 0
 			bodies := make([][]byte, tc.tills)
+			stopProfile := profileChild(b, port)
 			for b.Loop() {
 				b.StopTimer()
 				for i := range f.tills {
@@ -69,6 +73,7 @@ func BenchmarkRelay(b *testing.B) {
 				samples += 400 * tc.tills
 			}
 			elapsed := b.Elapsed()
+			stopProfile()
 			var wan int
 			if !tc.offline {
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -92,6 +97,42 @@ func BenchmarkRelay(b *testing.B) {
 			}
 		})
 	}
+}
+
+// profileChild takes a CPU profile of the relay on port for the first
+// seconds of the benchmark loop, when TILLPIPE_BENCH_CPUPROFILE names a file
+// for it (the sub-benchmark's name is appended; the length is
+// TILLPIPE_BENCH_CPUPROFILE_SECONDS, default 3: keep it under -benchtime).
+// Unlike BenchmarkRelayInProcess's profile it holds the relay alone. The
+// returned func waits for the profile and writes it.
+func profileChild(b *testing.B, port int) func() {
+	path := os.Getenv("TILLPIPE_BENCH_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	path += "." + strings.NewReplacer("/", "_", "=", "").Replace(b.Name())
+	seconds := cmp.Or(os.Getenv("TILLPIPE_BENCH_CPUPROFILE_SECONDS"), "3")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%s", port, seconds))
+		if err != nil {
+			b.Errorf("cpu profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("%s: %s", resp.Status, body)
+		}
+		if err == nil {
+			err = os.WriteFile(path, body, 0o644)
+		}
+		if err != nil {
+			b.Errorf("cpu profile: %v", err)
+		}
+	}()
+	return func() { <-done }
 }
 
 // BenchmarkRelayInProcess is BenchmarkRelay's online load against a relay

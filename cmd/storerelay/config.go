@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"tillpipe/internal/envconfig"
+	"tillpipe/internal/seal"
 	"tillpipe/internal/stream"
 )
 
@@ -73,7 +74,7 @@ func loadConfig(args []string, getenv func(string) string, out io.Writer) (Confi
 	fs.Int64Var(&cfg.UplinkRate, "uplink-rate", cfg.UplinkRate, "uplink limit in bytes/s, 0 = unlimited (the config bucket key uplink-rate.<store> overrides it at run time)")
 	fs.Int64Var(&cfg.BufferMaxBytes, "buffer-max-bytes", cfg.BufferMaxBytes, "cap of sealed batches on disk; over it bulk is dropped first, then normal, critical last")
 	fs.DurationVar(&cfg.BufferMaxAge, "buffer-max-age", cfg.BufferMaxAge, "sealed batches older than this are dropped")
-	fs.Int64Var(&cfg.InboxMaxBytes, "inbox-max-bytes", cfg.InboxMaxBytes, "unsealed inbox bytes at which writes get 429 with Retry-After")
+	fs.Int64Var(&cfg.InboxMaxBytes, "inbox-max-bytes", cfg.InboxMaxBytes, "unsealed inbox bytes (compressed records) at which writes get 429 with Retry-After")
 	fs.StringVar(&cfg.Rules, "rules", cfg.Rules, "priority rules file (default: the built-in rules, deployments/rules/storerelay.rules)")
 	fs.IntVar(&cfg.MaxSeriesPerDevice, "max-series-per-device", cfg.MaxSeriesPerDevice, "distinct series a device may have within -series-window; new series over it are rejected (0 = unlimited)")
 	fs.DurationVar(&cfg.SeriesWindow, "series-window", cfg.SeriesWindow, "sliding window of -max-series-per-device")
@@ -174,6 +175,9 @@ func (c *Config) Validate() error {
 		if err := positive(f.name, f.v); err != nil {
 			return err
 		}
+	}
+	if c.MaxBodyBytes > seal.MaxSectionLen/2 {
+		return &ConfigError{Field: "max-body-bytes", Err: fmt.Errorf("%d is over %d, the largest an inbox record section can hold", c.MaxBodyBytes, seal.MaxSectionLen/2)}
 	}
 	if c.BufferMaxBytes < 4*int64(c.recordBytes()) {
 		return &ConfigError{Field: "buffer-max-bytes", Err: fmt.Errorf("%d is below 4 batches of the largest size (%d bytes; lower -max-body-bytes or the batch sizes)", c.BufferMaxBytes, c.recordBytes())}

@@ -87,16 +87,17 @@ func seriesName(ls []prompb.Label) string {
 	return "without __name__"
 }
 
-// record accumulates one request's series as an inbox record (see
-// [seal.PutRecordHeader]): the caller appends every series of a class, then
-// of the next, setting each section's Len.
+// record accumulates one request's series, class by class, and encodes
+// them as an inbox record (see [seal.AppendRecord]): the caller appends
+// every series of a class, then of the next, setting each section's Len.
 type record struct {
-	buf []byte
+	buf []byte // the bodies, back to back
+	out []byte // the record
 	hdr seal.RecordHeader
 }
 
 func (r *record) reset() {
-	r.buf = append(r.buf[:0], make([]byte, seal.RecordHeaderLen)...)
+	r.buf = r.buf[:0]
 	r.hdr = seal.RecordHeader{}
 }
 
@@ -109,8 +110,8 @@ func (r *record) samples() int {
 }
 
 func (r *record) finish() []byte {
-	seal.PutRecordHeader(r.buf, &r.hdr)
-	return r.buf
+	r.out = seal.AppendRecord(r.out[:0], &r.hdr, r.buf)
+	return r.out
 }
 
 // appendSeries marshals ts as WriteRequest field 1 (TimeSeries) into

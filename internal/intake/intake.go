@@ -233,7 +233,7 @@ type request struct {
 const maxPooledBytes = 4 << 20
 
 func (h *Handler) put(rq *request) {
-	if cap(rq.scratch) > maxPooledBytes || cap(rq.body) > maxPooledBytes || cap(rq.rec.buf) > maxPooledBytes {
+	if cap(rq.scratch) > maxPooledBytes || cap(rq.body) > maxPooledBytes || cap(rq.rec.buf) > maxPooledBytes || cap(rq.rec.out) > maxPooledBytes {
 		return
 	}
 	h.pool.Put(rq)

@@ -97,12 +97,15 @@ func inboxSeries(t *testing.T, g *buffer.Group) map[wire.Class][]prompb.TimeSeri
 		}
 		total := 0
 		for _, c := range wire.Classes {
-			sec, body, err := seal.ParseRecord(e.Data, c)
+			sec, body, err := seal.AppendBody(nil, e.Data, c)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if sec != *hdr.Section(c) {
-				t.Errorf("ParseRecord gives section %+v, header %+v", sec, *hdr.Section(c))
+				t.Errorf("AppendBody gives section %+v, header %+v", sec, *hdr.Section(c))
+			}
+			if len(body) != int(sec.Len) {
+				t.Errorf("%v body of %d bytes, section says %d", c, len(body), sec.Len)
 			}
 			var wru prompb.WriteRequestUnmarshaler
 			wr, err := wru.UnmarshalProtobuf(body)

@@ -153,10 +153,10 @@ func TestGuard_StateBeforeCapDrop(t *testing.T) {
 			}
 			wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{Labels: []prompb.Label{{Name: "id", Value: v}}, Samples: []prompb.Sample{{Value: 1, Timestamp: int64(1000 + i)}}})
 		}
-		rec := wr.MarshalProtobuf(make([]byte, RecordHeaderLen))
+		body := wr.MarshalProtobuf(nil)
 		var h RecordHeader
-		*h.Section(wire.ClassCritical) = RecordSection{Series: 32, Samples: 32, MinTime: int64(1000 + i), MaxTime: int64(1000 + i), Len: uint32(len(rec) - RecordHeaderLen)}
-		PutRecordHeader(rec, &h)
+		*h.Section(wire.ClassCritical) = RecordSection{Series: 32, Samples: 32, MinTime: int64(1000 + i), MaxTime: int64(1000 + i), Len: uint32(len(body))}
+		rec := AppendRecord(nil, &h, body)
 		if _, err := InboxQueue(in).Append(context.Background(), rec, 32); err != nil {
 			t.Fatal(err)
 		}

@@ -58,7 +58,7 @@ func record(c wire.Class, name string, ts ...int64) ([]byte, int) {
 // multiRecord builds an inbox record with, per class, one series per
 // timestamp, one sample each.
 func multiRecord(byClass map[wire.Class][]int64, name string) ([]byte, int) {
-	rec := make([]byte, RecordHeaderLen)
+	var bodies []byte
 	var h RecordHeader
 	n := 0
 	for _, c := range wire.Classes {
@@ -73,13 +73,12 @@ func multiRecord(byClass map[wire.Class][]int64, name string) ([]byte, int) {
 				Samples: []prompb.Sample{{Value: float64(t), Timestamp: t}},
 			})
 		}
-		start := len(rec)
-		rec = wr.MarshalProtobuf(rec)
-		*h.Section(c) = RecordSection{Series: uint32(len(ts)), Samples: uint32(len(ts)), MinTime: slices.Min(ts), MaxTime: slices.Max(ts), Len: uint32(len(rec) - start)}
+		start := len(bodies)
+		bodies = wr.MarshalProtobuf(bodies)
+		*h.Section(c) = RecordSection{Series: uint32(len(ts)), Samples: uint32(len(ts)), MinTime: slices.Min(ts), MaxTime: slices.Max(ts), Len: uint32(len(bodies) - start)}
 		n += len(ts)
 	}
-	PutRecordHeader(rec, &h)
-	return rec, n
+	return AppendRecord(nil, &h, bodies), n
 }
 
 // appendRecords appends records of one sample each, at from..to-1, in class c.

@@ -112,36 +112,34 @@ func (cs *sealer) run(ctx context.Context) error {
 // before it if it would overflow the byte limit and after it if the batch is
 // full, or early if the batch holds back the commit of a full inbox.
 func (cs *sealer) add(ctx context.Context, e buffer.Entry) error {
-	sec, body, err := ParseRecord(e.Data, cs.class)
+	h, err := ParseRecordHeader(e.Data)
 	if err != nil {
-		// Cannot happen unless the disk lies past its CRC; skip the record.
-		cs.log.Error("skip unreadable inbox record", "record", e.Index, "err", err)
-		cs.stage.m.errors.WithLabelValues(cs.class.String()).Inc()
-		sec, body = RecordSection{}, nil
+		cs.skip(e, err)
+		return nil
 	}
+	sec := *h.Section(cs.class)
 	if sec.Len == 0 {
 		// Nothing of this class: an empty batch moves the safe point on; an
 		// open one covers the record.
-		if cs.records == 0 {
-			cs.setPos(e.Next)
-			cs.safe.Store(e.Next)
-			return nil
-		}
-		cs.last = e.Index
-		cs.setPos(e.Next)
+		cs.skip(e, nil)
 		return nil
 	}
-	if cs.records > 0 && len(cs.raw)+len(body) > cs.limits.MaxBytes {
+	if cs.records > 0 && len(cs.raw)+int(sec.Len) > cs.limits.MaxBytes {
 		if err := cs.seal(ctx); err != nil {
 			return err
 		}
 	}
 	if cs.records == 0 {
-		cs.first, cs.oldest = e.Index, e.Time
-		cs.minT, cs.maxT = math.MaxInt64, math.MinInt64
 		cs.raw = cs.raw[:0]
 	}
-	cs.raw = append(cs.raw, body...)
+	if _, cs.raw, err = AppendBody(cs.raw, e.Data, cs.class); err != nil {
+		cs.skip(e, err)
+		return nil
+	}
+	if cs.records == 0 {
+		cs.first, cs.oldest = e.Index, e.Time
+		cs.minT, cs.maxT = math.MaxInt64, math.MinInt64
+	}
 	cs.last = e.Index
 	cs.records++
 	cs.series += uint64(sec.Series)
@@ -154,6 +152,23 @@ func (cs *sealer) add(ctx context.Context, e buffer.Entry) error {
 		return cs.seal(ctx)
 	}
 	return nil
+}
+
+// skip passes over inbox entry e, which holds nothing of this class or,
+// when err is set, nothing readable (which cannot happen unless the disk
+// lies past the buffer's CRC).
+func (cs *sealer) skip(e buffer.Entry, err error) {
+	if err != nil {
+		cs.log.Error("skip unreadable inbox record", "record", e.Index, "err", err)
+		cs.stage.m.errors.WithLabelValues(cs.class.String()).Inc()
+	}
+	if cs.records == 0 {
+		cs.setPos(e.Next)
+		cs.safe.Store(e.Next)
+		return
+	}
+	cs.last = e.Index
+	cs.setPos(e.Next)
 }
 
 // pressed reports whether the inbox is over its pressure limit and this
