@@ -78,6 +78,7 @@ func sampleKey(ls []prompb.Label, ts int64) string {
 type landed struct {
 	samples map[string]int // sampleKey -> times seen
 	batches []wire.Header  // in stream order
+	stored  []time.Time    // when the stream stored each batch
 	bytes   int            // message payload bytes
 }
 
@@ -112,6 +113,7 @@ func (c *central) readStream(t testing.TB) landed {
 			t.Fatalf("message %d on %s holds a %s/%s batch", seq, m.Subject, b.Header.Store, b.Header.Class)
 		}
 		l.batches = append(l.batches, b.Header)
+		l.stored = append(l.stored, m.Time)
 		l.bytes += len(m.Data)
 		for _, ts := range b.Request.Timeseries {
 			for _, smp := range ts.Samples {

@@ -171,10 +171,25 @@ func TestOutage(t *testing.T) {
 		}
 	}
 	c.nats.Start()
+	back := time.Now()
 	liveTS := base + 3600_000
 	send(liveTS)
 
 	l := c.waitSamples(t, ctx, len(want))
+	// Once the link is back the first batch goes out within about a second
+	// (reconnect every 200-500 ms, then a jitter of up to 500 ms): no
+	// backoff grown through the outage. The bound is ten times that, so a
+	// busy machine cannot fail it, but a backoff of half a minute would.
+	var first time.Time
+	for _, at := range l.stored {
+		if at.After(back) && (first.IsZero() || at.Before(first)) {
+			first = at
+		}
+	}
+	t.Logf("first batch stored %v after NATS was back", first.Sub(back).Round(time.Millisecond))
+	if first.Sub(back) > 10*time.Second {
+		t.Errorf("first batch stored %v after NATS was back, want about a second", first.Sub(back))
+	}
 	for k := range want {
 		if l.samples[k] != 1 {
 			t.Errorf("sample %s on the stream %d times", k, l.samples[k])

@@ -11,11 +11,14 @@ import (
 	"tillpipe/internal/obs"
 )
 
-// Dial settings: reconnect every 250 ms to 1 s (ReconnectWait plus up to
-// 750 ms of jitter), forever, and notice a dead link within about a minute.
+// Dial settings: reconnect every 200 to 500 ms (ReconnectWait plus up to
+// 300 ms of jitter), forever, and notice a dead link within about a minute.
+// With the uplink's [DefaultReconnectJitter] the first batch leaves within
+// a second of central accepting connections again, spread over that second
+// across a region's stores.
 const (
-	dialReconnectWait   = 250 * time.Millisecond
-	dialReconnectJitter = 750 * time.Millisecond
+	dialReconnectWait   = 200 * time.Millisecond
+	dialReconnectJitter = 300 * time.Millisecond
 	dialPingInterval    = 20 * time.Second
 	dialMaxPingsOut     = 3
 )
