@@ -2,8 +2,10 @@ package intake
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 	"github.com/VictoriaMetrics/easyproto"
@@ -203,6 +205,98 @@ func decodeLabel(src []byte) (prompb.Label, error) {
 // one at most, and its value UTF-8. ok is false if raw does not parse or
 // fails those checks; the series then takes the slow path, which says why.
 func scanLabels(raw []byte, addr string) (dev string, sp splice, ok bool) {
+	if dev, sp, ok, done := scanLabelsCanonical(raw, addr); done {
+		return dev, sp, ok
+	}
+	return scanLabelsGeneric(raw, addr)
+}
+
+// scanLabelsCanonical is [scanLabels] for label fields encoded as
+// [appendLabel] does (name, then value, each only when not empty), which is
+// how Prometheus, vmagent and the collector send them: it reads them
+// without the general field walk. done is false for any other encoding,
+// which [scanLabelsGeneric] then reads; the two agree wherever this one is
+// done (FuzzDecode checks it).
+func scanLabelsCanonical(raw []byte, addr string) (dev string, sp splice, ok, done bool) {
+	var device, instance []byte
+	haveCut, haveIns := false, false
+	for off := 0; off < len(raw); {
+		start := off
+		if raw[off] != 1<<3|2 {
+			return "", sp, false, false
+		}
+		lab, rest := lengthPrefixed(raw[off+1:])
+		if lab == nil {
+			return "", sp, false, false
+		}
+		off = len(raw) - len(rest)
+		var name, value []byte
+		if len(lab) > 0 && lab[0] == 1<<3|2 {
+			if name, lab = lengthPrefixed(lab[1:]); name == nil {
+				return "", sp, false, false
+			}
+		}
+		if len(lab) > 0 && lab[0] == 2<<3|2 {
+			if value, lab = lengthPrefixed(lab[1:]); value == nil {
+				return "", sp, false, false
+			}
+		}
+		if len(lab) > 0 || len(name) == 0 || len(value) == 0 {
+			return "", sp, false, false // other fields, or one of them empty: the general walk decides
+		}
+		switch string(name) {
+		case StoreLabel:
+			if haveCut || !utf8.Valid(value) {
+				return "", sp, false, true
+			}
+			sp.cut0, sp.cut1, haveCut = uint32(start), uint32(off), true
+			continue
+		case "device":
+			device = value
+		case "instance":
+			instance = value
+		}
+		if !haveIns && (name[0] > StoreLabel[0] || name[0] == StoreLabel[0] && string(name) > StoreLabel) {
+			sp.ins, haveIns = uint32(start), true
+		}
+	}
+	if !haveIns {
+		sp.ins = uint32(len(raw))
+	}
+	if !haveCut {
+		sp.cut0, sp.cut1 = sp.ins, sp.ins
+	}
+	switch {
+	case device != nil:
+		return unsafeString(device), sp, true, true
+	case instance != nil:
+		return unsafeString(instance), sp, true, true
+	}
+	return addr, sp, true, true
+}
+
+// lengthPrefixed splits b into the non-empty bytes its leading varint
+// length announces and what follows; nil if they are not there.
+func lengthPrefixed(b []byte) (field, rest []byte) {
+	if len(b) > 1 && b[0] < 0x80 { // a length under 128: one byte
+		if n := int(b[0]); n > 0 && n < len(b) {
+			return b[1 : 1+n], b[1+n:]
+		}
+		return nil, b
+	}
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n == 0 || n > uint64(len(b)-w) {
+		return nil, b
+	}
+	return b[w : w+int(n)], b[w+int(n):]
+}
+
+// unsafeString views b as a string, as easyproto's String does: b is part
+// of the request body, which outlives every use of the string.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// scanLabelsGeneric is [scanLabels] for label fields in any valid encoding.
+func scanLabelsGeneric(raw []byte, addr string) (dev string, sp splice, ok bool) {
 	device, instance := "", ""
 	haveCut, haveIns := false, false
 	var fc, lf easyproto.FieldContext

@@ -350,7 +350,11 @@ func (h *Handler) peek(rq *request, addr string) error {
 			raw := ref.raw(rq.body)
 			if key, sp, ok := scanLabels(raw, addr); ok {
 				dev := dl.lock(h.devices, key, now)
-				id := h.seriesID(rq, raw[:sp.cut0], raw[sp.cut1:])
+				a, b := raw[:sp.cut0], raw[sp.cut1:]
+				if sp.cut0 == sp.cut1 {
+					a, b = raw, nil // no store label to leave out: one run
+				}
+				id := h.seriesID(rq, a, b)
 				if c, hit := h.devices.peek(dev, id); hit != hitNone {
 					ref.devKey, ref.id, ref.sp, ref.spliced = key, id, sp, true
 					ref.class, ref.hit, ref.dev, ref.epoch = c, hit, dev, dev.epoch
@@ -379,6 +383,9 @@ func (h *Handler) peek(rq *request, addr string) error {
 
 // seriesID hashes a series' label fields without store, given in two parts.
 func (h *Handler) seriesID(rq *request, a, b []byte) seriesID {
+	if len(b) == 0 {
+		return seriesID{h: xxhash.Sum64(a) & h.devices.hMask, v: maphash.Bytes(h.devices.seed, a)}
+	}
 	d := &rq.digest
 	d.Reset()
 	_, _ = d.Write(a)

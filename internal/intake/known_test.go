@@ -248,6 +248,12 @@ func FuzzDecode(f *testing.F) {
 			if !ref.contiguous {
 				continue
 			}
+			if dev, sp, ok, done := scanLabelsCanonical(ref.raw(body), "addr"); done {
+				gdev, gsp, gok := scanLabelsGeneric(ref.raw(body), "addr")
+				if ok != gok || ok && (dev != gdev || sp != gsp) {
+					t.Fatalf("series %d: canonical scan %q %+v %v, generic %q %+v %v", i, dev, sp, ok, gdev, gsp, gok)
+				}
+			}
 			if sp, ok, _ := spliceOf(ref.raw(body), ls, nil); ok {
 				var fast, slow record
 				fast.appendSpliced(&seal.RecordSection{}, ref.raw(body), sp, appendLabel(nil, StoreLabel, "s1", labelSize(StoreLabel, "s1")), ss)
@@ -293,3 +299,22 @@ func TestIntakeAllocs(t *testing.T) {
 // maxRequestAllocs bounds the allocations of a request of known series
 // (httptest recorder and the buffer's append excluded as far as possible).
 const maxRequestAllocs = 40
+
+// TestSeriesIDSplit: the id of label fields hashed in two parts (around a
+// client's store label) is the id of the same bytes in one run, which is how
+// a series new to the device was identified.
+func TestSeriesIDSplit(t *testing.T) {
+	h := &Handler{devices: newDevices(0, time.Hour, time.Now())}
+	rq := &request{}
+	rq.mh.SetSeed(h.devices.seed) // as peek does
+	raw := []byte("\x0a\x10\x0a\x08__name__\x12\x04up_1\x0a\x0f\x0a\x06device\x12\x05till1")
+	whole := h.seriesID(rq, raw, nil)
+	for i := range len(raw) + 1 {
+		if got := h.seriesID(rq, raw[:i], raw[i:]); got != whole {
+			t.Fatalf("split at %d: %+v, whole %+v", i, got, whole)
+		}
+	}
+	if other := h.seriesID(rq, raw[1:], nil); other == whole {
+		t.Fatal("different bytes, same id")
+	}
+}
