@@ -39,10 +39,11 @@
 // # Footprint
 //
 // Goal: under 1 ms of CPU per 15 s cycle for 30 containers and under 15 MiB
-// resident. Measured on a 2-vCPU Intel Xeon VM (Linux 6.18, a sandbox whose
-// system calls and context switches are slower than bare metal), 30
-// containers (copies of the pos-api fixture cgroup, on tmpfs like cgroupfs)
-// plus the v2 Docker fixture tree, 1,091 series per cycle (167 KB protobuf,
+// resident. Now: 1.36-1.49 ms per 15 s cycle and 14.5-14.8 MiB (the third
+// pass below); the CPU goal is not met. Measured on a 2-vCPU Intel Xeon VM
+// (Linux 6.18, a sandbox whose system calls and context switches are
+// slower than bare metal), 30 containers (copies of the pos-api fixture
+// cgroup, on tmpfs like cgroupfs) plus the v2 Docker fixture tree, 1,091 series per cycle (167 KB protobuf,
 // 15 KB snappy).
 //
 // In process, one cycle without the HTTP send (getrusage CPU of the test
@@ -110,19 +111,58 @@
 // the next system call wakes it again. So the count of waits in a cycle,
 // and their timing, matter more at 15 s than the work done.
 //
-// Where the CPU goes at 1 s (perf record -g at 20 kHz on an unstripped
-// build): a fifth of the samples in the kernel's context switch, 18% in
-// sysmon, 30% in the cgroup preads (tmpfs, with atime updates cgroupfs
-// does not have), 13% in the engine list, 16% in the relay POST through
-// net/http (its writeLoop and readLoop goroutines, snappy), the rest
-// marshaling and /proc.
+// Where the CPU went at 1 s then (perf record -g at 20 kHz on an
+// unstripped build): a fifth of the samples in the kernel's context
+// switch, 18% in sysmon, 30% in the cgroup preads (tmpfs, with atime
+// updates cgroupfs does not have), 13% in the engine list, 16% in the
+// relay POST through net/http (its writeLoop and readLoop goroutines,
+// snappy), the rest marshaling and /proc.
+//
+// A third pass made every system call of a cycle that cannot block a raw
+// one (package rawsys): the engine and relay sockets (net/http runs on a
+// net.Conn whose reads and writes are raw read(2) and write(2) from
+// syscall.RawConn callbacks, waiting in the netpoller on EAGAIN, TLS on
+// top as before), the /proc files, the cgroup directory listings and
+// opens. A raw call neither wakes sysmon from its deep sleep nor lets
+// sysmon hand the P to another thread while the call runs; per thread
+// (/proc/<pid>/task/*/schedstat) the cycle's work moved onto one thread
+// and sysmon dropped to about two wake-ups a cycle. statfs(2) stays a
+// normal call: it can hang on a network filesystem, and the agent
+// goroutine alone should then stall, not the process. cgroup files are
+// also opened with O_NOATIME when permitted: cgroupfs has no atime, so
+// this changes nothing on a till, but the benchmark's tmpfs tree paid
+// touch_atime on every pread. Side by side at 15 s (20 cycles each):
+//
+//	cpu-ms/cycle (switches/cycle)   before       after
+//	raw syscalls                    1.90 (29)    1.49 (12)
+//	raw syscalls, O_NOATIME         1.49 (8)     1.36 (7)    (before: raw syscalls only)
+//	final, run 1                    1.65 (17)    1.41 (8)
+//	final, run 2                    1.44 (8)     1.41 (8)
+//	(base alone, before the pass)   1.61 (13)    -
+//
+// and at 1 s (60 cycles each, side by side, 3 runs): before 1.41, 1.49,
+// 1.54 (18-20 switches), after 1.30, 1.32, 1.39 (10-15). The old build's
+// switches vary with sysmon's state (its second 15 s run had 8), the raw
+// build's stay at 7-12 at 15 s; its CPU is 0.03-0.4 ms lower, 0.2 ms in
+// the median pair. VmHWM 14.5-14.8 MiB, in process unchanged (BenchmarkCycle
+// 500 µs, 101 allocations with Docker).
+//
+// Not reached: under 1 ms. What remains at 15 s (perf, raw-syscall build):
+// a quarter of the CPU in the cgroup preads (300 a cycle; the kernel
+// copying tmpfs pages, cold), an eighth in the engine list (net/http and
+// fastjson), a tenth in the GC the runtime forces every two minutes (no
+// GC is triggered by allocation between them: the heap grows about 1 MB
+// in two minutes), a tenth in the relay POST (snappy, net/http), and page
+// faults on the binary's text, evicted between cycles. Switches are near
+// the floor of the design: the cycle timer, the engine answer and the
+// relay answer each wake the thread once.
 //
 // What a cycle does: the label set of every series is marshaled once when
 // it is interned and each cycle copies it into the WriteRequest
 // (AppendWriteRequest; byte-identical to prompb's marshaler); series are
 // found through the emit order of the previous cycle, without hashing;
 // cgroup files stay open and are re-read with one raw pread each;
-// directories are listed with getdents64 into a reused buffer; the
+// directories are listed with raw getdents64 into a reused buffer; the
 // container list is parsed with a reused fastjson parser into reused
 // entries and containers are inspected only when their list State/Status
 // changes; the sender reuses the buffer of the last sent body. What still

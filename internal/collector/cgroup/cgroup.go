@@ -25,6 +25,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"tillpipe/internal/collector/rawsys"
 )
 
 // ErrNoCgroup is returned by [New] when the root holds neither a cgroup v2
@@ -79,7 +81,7 @@ const (
 func (c *Container) close() {
 	for i, fd := range c.fds {
 		if fd >= 0 {
-			syscall.Close(fd)
+			rawsys.Close(fd)
 			c.fds[i] = -1
 		}
 	}
@@ -275,25 +277,19 @@ func (r *Reader) walk(rel, dir string, depth int, dst *[]*Container) error {
 // directory with getdents64 into a reused buffer, so a cycle allocates
 // nothing for directories already seen.
 func (r *Reader) readDirNames(dir string, dst []byte) ([]byte, error) {
-	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-	for err == syscall.EINTR {
-		fd, err = syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-	}
+	fd, err := rawsys.Open(dir, syscall.O_DIRECTORY)
 	if err == syscall.ENOENT || err == syscall.ENOTDIR {
 		return dst, nil
 	}
 	if err != nil {
 		return dst, err
 	}
-	defer syscall.Close(fd)
+	defer rawsys.Close(fd)
 	if r.dirBuf == nil {
 		r.dirBuf = make([]byte, 8<<10)
 	}
 	for {
-		n, err := syscall.Getdents(fd, r.dirBuf)
-		if err == syscall.EINTR {
-			continue
-		}
+		n, err := rawsys.Getdents(fd, r.dirBuf)
 		if err != nil {
 			return dst, err
 		}

@@ -5,13 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
-	"unsafe"
+
+	"tillpipe/internal/collector/rawsys"
 )
 
 // fileReader reads small pseudo-files into one reused buffer. It is unsafe
 // for concurrent use.
 type fileReader struct {
 	buf []byte
+	// atime: O_NOATIME was refused (EPERM: neither the file's owner nor
+	// CAP_FOWNER), so files are opened without it.
+	atime bool
 }
 
 // errNotExist reports a file that is absent: a controller not enabled for
@@ -30,9 +34,16 @@ func (r *fileReader) read(c *Container, slot int) ([]byte, error) {
 		r.buf = make([]byte, 8<<10)
 	}
 	if c.fds[slot] < 0 {
-		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
-		for err == syscall.EINTR {
-			fd, err = syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		// O_NOATIME: cgroupfs keeps no access times, but a cgroup tree
+		// on tmpfs (tests, benchmarks) would update one on every read.
+		fd, err := -1, error(syscall.EPERM)
+		if !r.atime {
+			if fd, err = rawsys.Open(path, syscall.O_NOATIME); err == syscall.EPERM {
+				r.atime = true
+			}
+		}
+		if r.atime {
+			fd, err = rawsys.Open(path, 0)
 		}
 		if err != nil {
 			if err == syscall.ENOENT || err == syscall.ENODEV || err == syscall.ENOTDIR {
@@ -43,12 +54,9 @@ func (r *fileReader) read(c *Container, slot int) ([]byte, error) {
 		c.fds[slot] = fd
 	}
 	for {
-		n, err := pread(c.fds[slot], r.buf)
-		if err == syscall.EINTR {
-			continue
-		}
+		n, err := rawsys.Pread(c.fds[slot], r.buf, 0)
 		if err != nil {
-			syscall.Close(c.fds[slot])
+			rawsys.Close(c.fds[slot])
 			c.fds[slot] = -1
 			if err == syscall.ENODEV || err == syscall.ENOENT {
 				return nil, errNotExist
@@ -163,18 +171,4 @@ type ParseError struct {
 
 func (e *ParseError) Error() string {
 	return fmt.Sprintf("parse %s: unexpected line %q", e.Path, e.Line)
-}
-
-// pread reads fd from offset 0 with a raw system call: cgroup files are
-// generated in memory and never block, so the scheduler's bookkeeping for
-// a blocking call (entersyscall, exitsyscall) is skipped.
-func pread(fd int, p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	n, _, errno := syscall.RawSyscall6(syscall.SYS_PREAD64, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0, 0, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
 }

@@ -1,5 +1,6 @@
 // Package docker reads container state from the Docker Engine API over its
-// unix socket with plain net/http. Podman's Docker-compatible API answers
+// unix socket with net/http, on a connection whose reads and writes are
+// raw system calls (package rawsys). Podman's Docker-compatible API answers
 // the same two endpoints:
 //
 //	GET /containers/json?all=1   list (ContainerSummary)
@@ -21,6 +22,8 @@ import (
 	"time"
 
 	"github.com/valyala/fastjson"
+
+	"tillpipe/internal/collector/rawsys"
 )
 
 // Options configures a [Client]. The zero value talks to
@@ -54,8 +57,7 @@ func NewClient(opts Options) *Client {
 	}
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
+			return rawsys.Dial(ctx, &net.Dialer{}, "unix", sock)
 		},
 		MaxIdleConns:        1,
 		MaxIdleConnsPerHost: 1,

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"tillpipe/internal/collector/rawsys"
 )
 
 // Options configures a [Reader]. The zero value reads /proc.
@@ -123,20 +125,19 @@ func (r *Reader) read(name string) ([]byte, string, error) {
 	if r.buf == nil {
 		r.buf = make([]byte, 16<<10)
 	}
-	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	// procfs files open and read without blocking: raw system calls (see
+	// package rawsys).
+	fd, err := rawsys.Open(path, 0)
 	if err != nil {
 		return nil, path, fmt.Errorf("open %s: %w", path, err)
 	}
-	defer syscall.Close(fd)
+	defer rawsys.Close(fd)
 	n := 0
 	for {
 		if n == len(r.buf) {
 			r.buf = append(r.buf, make([]byte, len(r.buf))...)
 		}
-		m, err := syscall.Read(fd, r.buf[n:])
-		if err == syscall.EINTR {
-			continue
-		}
+		m, err := rawsys.Read(fd, r.buf[n:])
 		if err != nil {
 			return nil, path, fmt.Errorf("read %s: %w", path, err)
 		}

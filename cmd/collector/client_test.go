@@ -1,0 +1,166 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/golang/snappy"
+
+	"tillpipe/internal/remotewrite"
+)
+
+type keyPair struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	der  []byte
+}
+
+func newCert(t *testing.T, cn string, parent *keyPair, isCA bool, usage x509.ExtKeyUsage) *keyPair {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		IsCA:         isCA, BasicConstraintsValid: true,
+	}
+	signer, signKey := tmpl, key
+	if parent != nil {
+		signer, signKey = parent.cert, parent.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &keyPair{cert: cert, key: key, der: der}
+}
+
+func (k *keyPair) write(t *testing.T, dir, name string) (certFile, keyFile string) {
+	t.Helper()
+	kb, err := x509.MarshalECPrivateKey(k.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// TestConfigClient_MutualTLSAndToken sends through the relay client that
+// run builds (raw-syscall connections under net/http, see package rawsys)
+// to an HTTPS server that requires a client certificate and the bearer
+// token: the body arrives, one connection carries every request, and a
+// client without the certificate or with another CA fails.
+func TestConfigClient_MutualTLSAndToken(t *testing.T) {
+	dir := t.TempDir()
+	ca := newCert(t, "tillpipe test CA", nil, true, x509.ExtKeyUsageAny)
+	caFile, _ := ca.write(t, dir, "ca")
+	srvKP := newCert(t, "relay", ca, false, x509.ExtKeyUsageServerAuth)
+	certFile, keyFile := newCert(t, "till-042", ca, false, x509.ExtKeyUsageClientAuth).write(t, dir, "client")
+	otherCA, _ := newCert(t, "other CA", nil, true, x509.ExtKeyUsageAny).write(t, dir, "other")
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("till-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	want := []byte(strings.Repeat("remote-write body ", 10000)) // larger than one TLS record
+	var bodies, conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer till-token" || len(r.TLS.PeerCertificates) == 0 ||
+			r.TLS.PeerCertificates[0].Subject.CommonName != "till-042" {
+			http.Error(w, "who are you", http.StatusUnauthorized)
+			return
+		}
+		compressed, _ := io.ReadAll(r.Body)
+		body, err := snappy.Decode(nil, compressed)
+		if err != nil || string(body) != string(want) {
+			http.Error(w, "bad body", http.StatusBadRequest)
+			return
+		}
+		bodies.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{srvKP.der}, PrivateKey: srvKP.key}}}
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.StartTLS()
+	defer srv.Close()
+
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		wantErr string
+	}{
+		{"client_cert_and_token", Config{CAFile: caFile, CertFile: certFile, KeyFile: keyFile, TokenFile: tokenFile}, ""},
+		{"no_client_cert", Config{CAFile: caFile, TokenFile: tokenFile}, "certificate"},
+		{"unknown_ca", Config{CAFile: otherCA, CertFile: certFile, KeyFile: keyFile, TokenFile: tokenFile}, "certificate"},
+		{"no_token", Config{CAFile: caFile, CertFile: certFile, KeyFile: keyFile}, "401"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.RelayURL, tc.cfg.Interval = srv.URL+"/api/v1/write", 10*time.Second
+			rc, hc, err := tc.cfg.client()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer hc.CloseIdleConnections()
+			bodies.Store(0)
+			conns.Store(0)
+			for range 3 {
+				err = rc.Send(t.Context(), want)
+				if err != nil {
+					break
+				}
+			}
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if bodies.Load() != 3 || conns.Load() != 1 {
+					t.Errorf("%d bodies over %d connections, want 3 over 1", bodies.Load(), conns.Load())
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("Send: %v, want an error mentioning %q", err, tc.wantErr)
+			}
+			if tc.name == "no_token" && remotewrite.IsRecoverable(err) {
+				t.Errorf("401 is recoverable: %v", err)
+			}
+		})
+	}
+}
