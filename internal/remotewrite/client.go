@@ -42,7 +42,9 @@ type ClientOptions struct {
 	BearerToken string
 	// TLS configures HTTPS; nil uses Go's defaults.
 	TLS *tls.Config
-	// Timeout bounds one request; default 30s.
+	// Timeout bounds one request, through its context (no goroutine and
+	// timer per request, as http.Client.Timeout starts); default 30s. With
+	// HTTPClient set, 0 adds no bound of its own.
 	Timeout time.Duration
 	// UserAgent defaults to "tillpipe".
 	UserAgent string
@@ -56,6 +58,7 @@ type Client struct {
 	encoding string
 	headers  map[string]string
 	hc       *http.Client
+	timeout  time.Duration // per request; 0: none
 	ua       string
 	token    string
 
@@ -78,19 +81,18 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	default:
 		return nil, fmt.Errorf("encoding %q (want snappy or zstd): %w", enc, ErrInvalidOption)
 	}
-	c := &Client{url: opts.URL, encoding: enc, headers: opts.Headers, hc: opts.HTTPClient, ua: opts.UserAgent, token: opts.BearerToken}
+	c := &Client{url: opts.URL, encoding: enc, headers: opts.Headers, hc: opts.HTTPClient, timeout: max(opts.Timeout, 0), ua: opts.UserAgent, token: opts.BearerToken}
 	if c.ua == "" {
 		c.ua = "tillpipe"
 	}
 	if c.hc == nil {
-		timeout := opts.Timeout
-		if timeout <= 0 {
-			timeout = 30 * time.Second
+		if c.timeout == 0 {
+			c.timeout = 30 * time.Second
 		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = opts.TLS
 		tr.MaxIdleConnsPerHost = 16
-		c.hc = &http.Client{Transport: tr, Timeout: timeout}
+		c.hc = &http.Client{Transport: tr}
 	}
 	return c, nil
 }
@@ -112,7 +114,13 @@ func (c *Client) Send(ctx context.Context, body []byte) error {
 }
 
 func (c *Client) post(ctx context.Context, compressed []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(compressed))
+	rctx := ctx
+	if c.timeout > 0 {
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel() // after the body is read below
+	}
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, c.url, bytes.NewReader(compressed))
 	if err != nil {
 		return fmt.Errorf("build remote-write request: %w", err)
 	}
@@ -128,7 +136,7 @@ func (c *Client) post(ctx context.Context, compressed []byte) error {
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil { // the caller's context; the request's timeout is recoverable
 			return fmt.Errorf("post remote-write to %s: %w", c.url, ctx.Err())
 		}
 		return &RecoverableError{Err: fmt.Errorf("post remote-write to %s: %w", c.url, err)}

@@ -106,6 +106,30 @@ func TestClientErrors(t *testing.T) {
 			}
 		})
 	}
+	t.Run("timeout_is_recoverable", func(t *testing.T) {
+		release := make(chan struct{})
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			<-release // answers only once the client gave up
+		}))
+		defer srv.Close()
+		defer close(release)
+		for _, opts := range []ClientOptions{
+			{URL: srv.URL, Timeout: 100 * time.Millisecond},
+			{URL: srv.URL, Timeout: 100 * time.Millisecond, HTTPClient: &http.Client{}},
+		} {
+			c, _ := NewClient(opts)
+			err := c.Send(context.Background(), testRequest())
+			if !IsRecoverable(err) || !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Send to a server that does not answer (own client %v): %v, want recoverable, deadline exceeded", opts.HTTPClient != nil, err)
+			}
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		c, _ := NewClient(ClientOptions{URL: srv.URL, Timeout: time.Minute})
+		if err := c.Send(ctx, testRequest()); IsRecoverable(err) || !errors.Is(err, context.Canceled) {
+			t.Fatalf("Send with the caller's context canceled: %v, want context.Canceled, not recoverable", err)
+		}
+	})
 	t.Run("connection_refused_is_recoverable", func(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
