@@ -1,15 +1,9 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,57 +17,8 @@ import (
 	"github.com/golang/snappy"
 
 	"tillpipe/internal/remotewrite"
+	"tillpipe/internal/testenv"
 )
-
-type keyPair struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	der  []byte
-}
-
-func newCert(t *testing.T, cn string, parent *keyPair, isCA bool, usage x509.ExtKeyUsage) *keyPair {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-		IsCA:         isCA, BasicConstraintsValid: true,
-	}
-	signer, signKey := tmpl, key
-	if parent != nil {
-		signer, signKey = parent.cert, parent.key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &keyPair{cert: cert, key: key, der: der}
-}
-
-func (k *keyPair) write(t *testing.T, dir, name string) (certFile, keyFile string) {
-	t.Helper()
-	kb, err := x509.MarshalECPrivateKey(k.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
-}
 
 // TestConfigClient_MutualTLSAndToken sends through the relay client that
 // run builds (raw-syscall connections under net/http, see package rawsys)
@@ -82,11 +27,11 @@ func (k *keyPair) write(t *testing.T, dir, name string) (certFile, keyFile strin
 // client without the certificate or with another CA fails.
 func TestConfigClient_MutualTLSAndToken(t *testing.T) {
 	dir := t.TempDir()
-	ca := newCert(t, "tillpipe test CA", nil, true, x509.ExtKeyUsageAny)
-	caFile, _ := ca.write(t, dir, "ca")
-	srvKP := newCert(t, "relay", ca, false, x509.ExtKeyUsageServerAuth)
-	certFile, keyFile := newCert(t, "till-042", ca, false, x509.ExtKeyUsageClientAuth).write(t, dir, "client")
-	otherCA, _ := newCert(t, "other CA", nil, true, x509.ExtKeyUsageAny).write(t, dir, "other")
+	ca := testenv.NewCert(t, "tillpipe test CA", nil, true, x509.ExtKeyUsageAny)
+	caFile, _ := ca.Write(t, dir, "ca")
+	srvKP := testenv.NewCert(t, "relay", ca, false, x509.ExtKeyUsageServerAuth)
+	certFile, keyFile := testenv.NewCert(t, "till-042", ca, false, x509.ExtKeyUsageClientAuth).Write(t, dir, "client")
+	otherCA, _ := testenv.NewCert(t, "other CA", nil, true, x509.ExtKeyUsageAny).Write(t, dir, "other")
 	tokenFile := filepath.Join(dir, "token")
 	if err := os.WriteFile(tokenFile, []byte("till-token\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -110,9 +55,9 @@ func TestConfigClient_MutualTLSAndToken(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	pool.AddCert(ca.Cert)
 	srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool,
-		Certificates: []tls.Certificate{{Certificate: [][]byte{srvKP.der}, PrivateKey: srvKP.key}}}
+		Certificates: []tls.Certificate{{Certificate: [][]byte{srvKP.DER}, PrivateKey: srvKP.Key}}}
 	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			conns.Add(1)
