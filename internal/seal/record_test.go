@@ -5,9 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	dto "github.com/prometheus/client_model/go"
 
 	"tillpipe/internal/wire"
 )
@@ -161,4 +164,54 @@ func FuzzAppendBody(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestSealSkipsUnreadableRecord: an inbox record the buffer returns intact
+// but that does not parse (which only a disk lying past the buffer's CRC or
+// a relay bug could write) is skipped by the classes it fails for and
+// counted; the records around it are sealed once each and the inbox is
+// committed past it.
+func TestSealSkipsUnreadableRecord(t *testing.T) {
+	e := openEnv(t, t.TempDir())
+	in := InboxQueue(e.inbox)
+	appendRecords(t, in, wire.ClassNormal, 1, 6)
+	good, _ := record(wire.ClassNormal, "m", 100)
+	badVersion := bytes.Clone(good)
+	badVersion[0] = 9 // every class fails to read the header
+	badBlock := bytes.Clone(good) // normal's body does not decompress to the length its section says
+	lenAt := 4 + sectionLen*(int(wire.ClassNormal)-1) + 24
+	binary.LittleEndian.PutUint32(badBlock[lenAt:], binary.LittleEndian.Uint32(badBlock[lenAt:])+1)
+	for _, rec := range [][]byte{badVersion, badBlock} {
+		if _, err := in.Append(t.Context(), rec, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendRecords(t, in, wire.ClassNormal, 6, 11)
+	s, err := New(filepath.Join(e.dir, "seal"), e.inbox, e.outbox, Options{Store: "s1", Normal: Limits{MaxBytes: 1 << 20, MaxAge: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drain(t, s)
+	_, samples := frames(t, Queue(e.outbox.Group, wire.ClassNormal))
+	for ts := int64(1); ts <= 10; ts++ {
+		if samples[ts] != 1 {
+			t.Errorf("sample %d sealed %d times", ts, samples[ts])
+		}
+	}
+	if len(samples) != 10 {
+		t.Errorf("sealed samples at %d timestamps, want 10: %v", len(samples), samples)
+	}
+	want := map[wire.Class]float64{wire.ClassCritical: 1, wire.ClassNormal: 2, wire.ClassBulk: 1}
+	for c, n := range want {
+		var m dto.Metric
+		if err := s.m.errors.WithLabelValues(c.String()).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.GetCounter().GetValue(); got != n {
+			t.Errorf("seal_errors_total{class=%s} = %v, want %v", c, got, n)
+		}
+	}
+	if c := in.Committed(); c != 12 {
+		t.Errorf("inbox committed %d, want 12 (past the unreadable records)", c)
+	}
 }
