@@ -177,7 +177,7 @@ func TestSealSkipsUnreadableRecord(t *testing.T) {
 	appendRecords(t, in, wire.ClassNormal, 1, 6)
 	good, _ := record(wire.ClassNormal, "m", 100)
 	badVersion := bytes.Clone(good)
-	badVersion[0] = 9 // every class fails to read the header
+	badVersion[0] = 9             // every class fails to read the header
 	badBlock := bytes.Clone(good) // normal's body does not decompress to the length its section says
 	lenAt := 4 + sectionLen*(int(wire.ClassNormal)-1) + 24
 	binary.LittleEndian.PutUint32(badBlock[lenAt:], binary.LittleEndian.Uint32(badBlock[lenAt:])+1)
