@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"tillpipe/internal/testenv"
 )
 
 // faultFS opens segment files through faultyFile, which fails the way full
@@ -164,18 +166,7 @@ func TestDiskFaults(t *testing.T) {
 // ErrDiskFull, frees space by committing, appends again and reopens. It
 // needs root (CI runs as root).
 func TestDiskFullTmpfs(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting tmpfs needs root; TestDiskFaults covers ENOSPC through the file seam")
-	}
-	mnt := t.TempDir()
-	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"); err != nil {
-		t.Skipf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(mnt, 0); err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
-		}
-	})
+	mnt := testenv.MountTmpfs(t, "1m") // TestDiskFaults covers ENOSPC through the file seam without root
 	dir := filepath.Join(mnt, "q")
 	opts := Options{SegmentBytes: 64 << 10}
 	q := mustOpen(t, dir, opts)

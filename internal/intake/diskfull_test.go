@@ -3,34 +3,22 @@ package intake
 import (
 	"fmt"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"tillpipe/internal/seal"
+	"tillpipe/internal/testenv"
 )
 
 // TestDiskFull fills the inbox's filesystem (a real 1 MiB tmpfs; needs root,
 // as CI runs): the relay answers 503 disk_full with a one-line reason,
 // counts it, and every request it acknowledged before is still in the inbox.
 func TestDiskFull(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
-	mnt := t.TempDir()
-	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"); err != nil {
-		t.Skipf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(mnt, 0); err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
-		}
-	})
+	mnt := testenv.MountTmpfs(t, "1m")
 	inbox, err := seal.OpenInbox(filepath.Join(mnt, "inbox"), seal.InboxOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -132,7 +132,7 @@ func (cs *sealer) add(ctx context.Context, e buffer.Entry) error {
 	if cs.records == 0 {
 		cs.raw = cs.raw[:0]
 	}
-	if _, cs.raw, err = AppendBody(cs.raw, e.Data, cs.class); err != nil {
+	if _, cs.raw, err = h.AppendBody(cs.raw, e.Data, cs.class); err != nil {
 		cs.skip(e, err)
 		return nil
 	}
