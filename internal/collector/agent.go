@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -53,8 +54,18 @@ func NewAgent(col *Collector, enqueue func(body []byte, samples int), opts Agent
 	return a, nil
 }
 
-// Run samples until ctx is done, then returns nil.
+// Run samples until ctx is done, then returns nil. While it runs it also
+// follows the engine's container events (docker.Events, on a goroutine it
+// stops before returning), so that cycles list the containers only after a
+// change; a collector sampled without Run lists every cycle.
 func (a *Agent) Run(ctx context.Context) error {
+	if ev := a.col.events; ev != nil {
+		evCtx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = ev.Run(evCtx) })
+		defer wg.Wait()
+		defer cancel()
+	}
 	a.last.Store(time.Now().UnixNano())
 	a.log.Info("sampling", "interval", a.interval, "offset", a.offset, "cgroup_mode", int(a.col.CgroupMode()))
 	t := time.NewTimer(time.Until(Next(time.Now(), a.interval, a.offset)))

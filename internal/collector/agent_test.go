@@ -2,11 +2,16 @@ package collector
 
 import (
 	"context"
+	"math"
+	"os"
+	"path/filepath"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+
+	"tillpipe/internal/collector/docker/dockertest"
 )
 
 // TestAgent_CyclesOnAlignedTicks runs the loop on synctest's fake clock:
@@ -52,4 +57,125 @@ func TestAgent_CyclesOnAlignedTicks(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestAgent_FollowsDockerEvents runs the loop against the fake engine at a
+// short interval: with the event stream up, quiet cycles do not list; a
+// destroy event makes one list, whose answer the next request carries; and
+// Run stops the stream when it returns.
+func TestAgent_FollowsDockerEvents(t *testing.T) {
+	dd := copyDir(t, "testdata/docker")
+	engine := dockertest.Start(t, dd)
+	c, err := New(Options{Device: "till-042", CgroupRoot: "testdata/cgroup/v2-docker", ProcRoot: "testdata/proc",
+		Statfs: fixedStatfs, DockerSocket: engine.Socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	const running = `till_container_state{container="pos-api",device="till-042",image="registry.example.com/pos/api:4.2.1",state="running"}`
+	values := make(chan float64, 1000) // running's value in each request; NaN when absent
+	a, err := NewAgent(c, func(body []byte, _ int) {
+		var u prompb.WriteRequestUnmarshaler
+		wr, err := u.UnmarshalProtobuf(body)
+		if err != nil {
+			t.Errorf("request: %v", err)
+			return
+		}
+		v := math.NaN()
+		for _, ts := range wr.Timeseries {
+			if seriesID(ts.Labels) == running {
+				v = ts.Samples[0].Value
+			}
+		}
+		values <- v
+	}, AgentOptions{Device: "till-042", Interval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	stop := func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+	defer func() {
+		if ctx.Err() == nil {
+			stop()
+		}
+	}()
+	next := func() float64 {
+		t.Helper()
+		select {
+		case v := <-values:
+			return v
+		case <-time.After(10 * time.Second):
+			t.Fatal("no cycle in 10 s")
+			return 0
+		}
+	}
+	waitUntil(t, "the event stream to connect", c.events.Connected)
+	for len(values) > 0 { // cycles before the connection
+		<-values
+	}
+	for range 3 { // one of them lists: the first to start after the connection
+		next()
+	}
+	lists := engine.Lists()
+	for range 10 {
+		if v := next(); v != 1 {
+			t.Fatalf("pos-api running = %v, want 1", v)
+		}
+	}
+	if n := engine.Lists() - lists; n != 0 {
+		t.Fatalf("%d lists in 10 cycles without events, want 0", n)
+	}
+
+	// pos-api is removed: the engine forgets it and sends destroy.
+	list, err := os.ReadFile(filepath.Join(dd, "containers.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dd, "containers.json"), removeListEntry(t, list, posAPI), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dd, "containers", posAPI+".json")); err != nil {
+		t.Fatal(err)
+	}
+	_, changes := c.events.Counts()
+	if n := engine.Emit(t, "destroy"); n != 1 {
+		t.Fatalf("destroy sent to %d streams, want 1", n)
+	}
+	waitUntil(t, "the event to be read", func() bool { _, c := c.events.Counts(); return c > changes })
+	v := next()
+	for i := 0; v == 1 && i < 100; i++ { // cycles before the event, still queued
+		v = next()
+	}
+	if !IsStaleNaN(v) {
+		t.Fatalf("pos-api running = %v after destroy, want the stale marker", v)
+	}
+	for range 2 {
+		if v := next(); !math.IsNaN(v) || IsStaleNaN(v) {
+			t.Fatalf("pos-api running = %v two cycles after destroy, want no sample", v)
+		}
+	}
+	if n := engine.Lists() - lists; n != 1 {
+		t.Errorf("%d lists for one event, want 1", n)
+	}
+
+	stop()
+	waitUntil(t, "the engine to see the stream end", func() bool { return engine.EventStreams() == 0 })
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

@@ -26,11 +26,17 @@ func cpuTime(b *testing.B) time.Duration {
 // WriteRequest and snappy-compress it as the client does. cpu-ns/cycle is
 // the process's CPU time (getrusage), which includes the in-process fake
 // engine's share of the list request.
+//
+// containers=30/docker lists every cycle, as a collector sampled without
+// Agent.Run does (or with the engine's event stream down);
+// containers=30/docker_events follows the engine's events, as Agent.Run
+// does, so that without events the cycles do not list (but one in
+// docker.ReconcileCycles).
 func BenchmarkCycle(b *testing.B) {
 	for _, bc := range []struct {
-		name   string
-		docker bool
-	}{{"containers=30/docker", true}, {"containers=30/no_docker", false}} {
+		name           string
+		docker, events bool
+	}{{"containers=30/docker", true, false}, {"containers=30/docker_events", true, true}, {"containers=30/no_docker", false, false}} {
 		b.Run(bc.name, func(b *testing.B) {
 			f := collectortest.Tree(b, collectortest.MemDir(b), "testdata", 30)
 			opts := Options{Device: "till-042", CgroupRoot: f.CgroupRoot, ProcRoot: f.ProcRoot, Statfs: fixedStatfs, NoDocker: !bc.docker}
@@ -42,6 +48,15 @@ func BenchmarkCycle(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer c.Close()
+			if bc.events {
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				go func() { done <- c.events.Run(ctx) }()
+				defer func() { cancel(); <-done }()
+				for !c.events.Connected() {
+					time.Sleep(time.Millisecond)
+				}
+			}
 			var compressed []byte
 			var series, bodyBytes, packed int
 			a, err := NewAgent(c, func(body []byte, n int) {

@@ -49,8 +49,9 @@ type Options struct {
 	DockerTimeout time.Duration
 	// Statfs replaces syscall.Statfs for the filesystem metrics (tests).
 	Statfs func(path string, buf *syscall.Statfs_t) error
-	// Logger receives source errors, at most once a minute per source;
-	// nil discards.
+	// Logger receives source errors, at most once a minute per source,
+	// and the engine event stream's failures, at most once a minute; nil
+	// discards.
 	Logger *slog.Logger
 	// Registerer receives the collector's own metrics; nil registers
 	// nowhere.
@@ -84,6 +85,7 @@ type Collector struct {
 	cgErr   error // from cgroup.New; reported every cycle
 	tracker *docker.Tracker
 	dc      *docker.Client
+	events  *docker.Events // followed by Agent.Run; nil without Docker
 	node    *node.Reader
 
 	gen    uint64
@@ -133,6 +135,8 @@ func New(opts Options) (*Collector, error) {
 	if !opts.NoDocker {
 		c.dc = docker.NewClient(docker.Options{Socket: opts.DockerSocket, Timeout: opts.DockerTimeout})
 		c.tracker = docker.NewTracker(c.dc)
+		c.events = docker.NewEvents(docker.EventsOptions{Socket: opts.DockerSocket, Timeout: opts.DockerTimeout, Logger: opts.Logger})
+		c.tracker.Follow(c.events)
 	}
 	c.node = node.NewReader(node.Options{ProcRoot: opts.ProcRoot, Statfs: opts.Statfs})
 

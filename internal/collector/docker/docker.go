@@ -1,13 +1,22 @@
 // Package docker reads container state from the Docker Engine API over its
-// unix socket with net/http, on a connection whose reads and writes are
-// raw system calls (package rawsys). Podman's Docker-compatible API answers
-// the same two endpoints:
+// unix socket with net/http, on connections whose reads and writes are raw
+// system calls (package rawsys). Podman's Docker-compatible API answers
+// the same three endpoints:
 //
 //	GET /containers/json?all=1   list (ContainerSummary)
 //	GET /containers/{id}/json    inspect (ContainerInspectResponse)
+//	GET /events?filters={"type":["container"]}&since=<s.ns>
+//	                             container events (events.Message), streamed
 //
 // Paths carry no version prefix, so the daemon answers with its own (the
-// fields read here are unchanged since API v1.24).
+// fields read here are unchanged since API v1.24; events carry Type and
+// Action since v1.22, before which only status).
+//
+// A [Client] makes the list and inspect requests of a cycle on one
+// kept-alive connection; a [Tracker] turns them into [Container] values,
+// inspecting only what changed. [Events] follows the event stream on a
+// connection of its own, and a Tracker that follows it lists only after a
+// container event (see [Tracker] for when else), instead of every cycle.
 package docker
 
 import (
