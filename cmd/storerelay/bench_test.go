@@ -26,6 +26,10 @@ import (
 //
 // offline=true keeps NATS down: the outbox then holds everything, and
 // disk-bytes/sample is the outbox size over the samples sealed.
+//
+// TILLPIPE_BENCH_RELAY names a prebuilt relay binary to measure instead of
+// this tree's (an older build, for a before/after comparison on the same
+// machine state: alternate the two runs).
 func BenchmarkRelay(b *testing.B) {
 	for _, tc := range []struct {
 		tills   int
@@ -36,7 +40,10 @@ func BenchmarkRelay(b *testing.B) {
 			if tc.offline {
 				c.nats.Stop()
 			}
-			bin := testenv.Binary(b, "storerelay")
+			bin := os.Getenv("TILLPIPE_BENCH_RELAY")
+			if bin == "" {
+				bin = testenv.Binary(b, "storerelay")
+			}
 			dir := b.TempDir()
 			port := testenv.FreePort(b)
 			args := []string{"-store", "s1", "-data-dir", dir, "-nats-url", c.nats.URL(), "-listen", fmt.Sprintf("127.0.0.1:%d", port), "-log-level", "warn"}
