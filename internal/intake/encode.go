@@ -183,20 +183,27 @@ func (r *record) appendSamples(b []byte, sec *seal.RecordSection, samples []prom
 	}
 	for i := range samples {
 		s := &samples[i]
-		b = append(b, 2<<3|2)
-		b = binary.AppendUvarint(b, uint64(sampleSize(s)))
-		if s.Value != 0 {
-			b = append(b, 1<<3|1)
-			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(s.Value))
-		}
-		if s.Timestamp != 0 {
-			b = append(b, 2<<3)
-			b = binary.AppendUvarint(b, uint64(s.Timestamp))
-		}
+		b = appendSample(b, s)
 		sec.MinTime, sec.MaxTime = min(sec.MinTime, s.Timestamp), max(sec.MaxTime, s.Timestamp)
 	}
 	sec.Series++
 	sec.Samples += uint32(len(samples))
+	return b
+}
+
+// appendSample appends s as a TimeSeries' Sample field, as
+// prompb.WriteRequest.MarshalProtobuf writes it.
+func appendSample(b []byte, s *prompb.Sample) []byte {
+	b = append(b, 2<<3|2)
+	b = binary.AppendUvarint(b, uint64(sampleSize(s)))
+	if s.Value != 0 {
+		b = append(b, 1<<3|1)
+		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(s.Value))
+	}
+	if s.Timestamp != 0 {
+		b = append(b, 2<<3)
+		b = binary.AppendUvarint(b, uint64(s.Timestamp))
+	}
 	return b
 }
 

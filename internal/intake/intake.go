@@ -1,33 +1,53 @@
 // Package intake is the storerelay's remote-write endpoint. It accepts
-// Prometheus remote-write v1 (protobuf, snappy or zstd), checks the bearer
-// token, validates every series, stamps the store label, enforces the
-// per-device series limit, classifies each series by the priority rules
-// and appends one inbox record per request, with a section per class
-// (see the seal package's record.go). It answers 2xx only after the record
-// is fsync'd.
+// Prometheus remote-write 1.0 and 2.0 (protobuf, snappy or zstd), checks
+// the bearer token, validates every series, stamps the store label,
+// enforces the per-device series limit, classifies each series by the
+// priority rules and appends one inbox record per request, with a section
+// per class (see the seal package's record.go). It answers 2xx only after
+// the record is fsync'd.
 //
 // Status codes, each with a one-line reason in the body and counted in
 // samples_rejected_total{reason} (samples that could be decoded) and
 // requests_rejected_total{reason}:
 //
-//	401 unauthorized      tokens are configured and the request has none valid
-//	415 unsupported_type  remote-write 2.0 or another content type
-//	413 too_large         the body, compressed or not, is over the limit
-//	400 bad_encoding      the body does not decompress
-//	400 bad_protobuf      the body is not a WriteRequest
-//	400 invalid_labels    a label name is invalid or repeated, a value not UTF-8
-//	400 no_samples        a series has no sample
-//	400 series_limit      every series of the request is new to a device at its limit
-//	429 inbox_full        the inbox is at its limit (Retry-After set)
-//	503 disk_full         the disk is full
-//	503 shutting_down     the relay is stopping
-//	500 internal          any other buffer error
+//	401 unauthorized       tokens are configured and the request has none valid
+//	415 unsupported_type   another content type or proto; for 2.0, a Content-Encoding other than snappy or zstd
+//	413 too_large          the body, compressed or not, is over the limit (for 2.0, also its series spelled out as 1.0)
+//	400 bad_encoding       the body does not decompress
+//	400 bad_protobuf       the body is not a WriteRequest (1.0) or a well-formed Request (2.0, see rw2.go)
+//	400 invalid_labels     a label name is invalid or repeated, a value not UTF-8
+//	400 no_samples         a series has no sample (2.0: neither a float nor a histogram sample)
+//	400 series_limit       every series of the request is new to a device at its limit
+//	400 native_histograms  2.0: the request carries native histogram samples (a partial write, see below)
+//	400 exemplars          2.0: the request carries exemplars (a partial write, see below)
+//	429 inbox_full         the inbox is at its limit (Retry-After set)
+//	503 disk_full          the disk is full
+//	503 shutting_down      the relay is stopping
+//	500 internal           any other buffer error
 //
-// A request is all or nothing for the 400s above but one: a series over
-// the device's limit is dropped and counted (series_limit) while the rest
-// of the request is accepted with 204, so known series keep flowing; only
-// when nothing is left is the request answered 400, not 429, because a
-// retry cannot succeed and must not block the client's queue.
+// A request is all or nothing for the 400s above but series_limit (and,
+// for 2.0, the partial writes below): a series over the device's limit is
+// dropped and counted while the rest of the request is accepted with 204,
+// so known series keep flowing; only when nothing is left is the request
+// answered 400, not 429, because a retry cannot succeed and must not block
+// the client's queue.
+//
+// Remote-write 2.0 (Content-Type application/x-protobuf;proto=io.prometheus.write.v2.Request)
+// has the same body limits and encodings. Its body is converted to the
+// 1.0 series it carries (labels resolved from the symbols table, float
+// samples) and takes the 1.0 path from there, so validation, the store
+// label, the series limit, classes, the inbox record and the counters are
+// the same. Every 2.0 answer past content negotiation carries the
+// X-Prometheus-Remote-Write-{Samples,Histograms,Exemplars}-Written
+// headers. The relay's batches carry float samples only, and the spec
+// forbids a 2xx unless everything the receiver knows of was written, so a
+// 2.0 request with native histogram samples or exemplars, or with series
+// over the limit, is a partial write: its float samples are written as for
+// 1.0, and it is answered 400 (reason: series_limit, native_histograms or
+// exemplars, in that order) with the samples written in the header. Series
+// metadata and start timestamps are dropped and counted in
+// rw2_dropped_total{part}, which also counts refused exemplars; refused
+// histogram samples count in samples_rejected_total{reason="native_histograms"}.
 package intake
 
 import (
@@ -69,6 +89,8 @@ const (
 	ReasonLabels       = "invalid_labels"
 	ReasonNoSamples    = "no_samples"
 	ReasonSeriesLimit  = "series_limit"
+	ReasonHistograms   = "native_histograms" // remote-write 2.0 only
+	ReasonExemplars    = "exemplars"         // remote-write 2.0 only
 	ReasonInboxFull    = "inbox_full"
 	ReasonDiskFull     = "disk_full"
 	ReasonShutdown     = "shutting_down"
@@ -77,7 +99,8 @@ const (
 
 var reasons = []string{
 	ReasonUnauthorized, ReasonUnsupported, ReasonTooLarge, ReasonBadEncoding, ReasonBadProtobuf,
-	ReasonLabels, ReasonNoSamples, ReasonSeriesLimit, ReasonInboxFull, ReasonDiskFull, ReasonShutdown, ReasonInternal,
+	ReasonLabels, ReasonNoSamples, ReasonSeriesLimit, ReasonHistograms, ReasonExemplars, ReasonInboxFull, ReasonDiskFull,
+	ReasonShutdown, ReasonInternal,
 }
 
 // Defaults for zero [Options] fields.
@@ -135,6 +158,7 @@ type Handler struct {
 	received        *prometheus.CounterVec
 	rejected        *prometheus.CounterVec
 	rejectedReqs    *prometheus.CounterVec
+	rw2Dropped      *prometheus.CounterVec
 	receivedByClass [len(wire.Classes) + 1]prometheus.Counter
 
 	pool sync.Pool // *request
@@ -178,8 +202,9 @@ func New(opts Options) (*Handler, error) {
 			Name: "samples_rejected_total", Help: "Samples refused at intake, by reason (bodies that cannot be decoded count 0 samples; see requests_rejected_total).",
 		}, []string{"reason"}),
 		rejectedReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "requests_rejected_total", Help: "Write requests refused (fully or, for series_limit, partly), by reason.",
+			Name: "requests_rejected_total", Help: "Write requests refused (fully or, for series_limit and the remote-write 2.0 partial writes, partly), by reason.",
 		}, []string{"reason"}),
+		rw2Dropped: newRW2Dropped(),
 	}
 	if h.rules == nil {
 		h.rules = classify.Default()
@@ -200,7 +225,7 @@ func New(opts Options) (*Handler, error) {
 		active := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "series_active", Help: "Distinct series tracked for the per-device limit, over all devices.",
 		}, func() float64 { return float64(h.devices.active.Load()) })
-		for _, c := range []prometheus.Collector{h.received, h.rejected, h.rejectedReqs, active} {
+		for _, c := range []prometheus.Collector{h.received, h.rejected, h.rejectedReqs, h.rw2Dropped, active} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("register intake metrics: %w", err)
 			}
@@ -227,13 +252,14 @@ type request struct {
 	rec           record
 	digest        xxhash.Digest
 	mh            maphash.Hash
+	v2            v2Scratch
 }
 
 // maxPooledBytes keeps one huge request from pinning its buffers forever.
 const maxPooledBytes = 4 << 20
 
 func (h *Handler) put(rq *request) {
-	if cap(rq.scratch) > maxPooledBytes || cap(rq.body) > maxPooledBytes || cap(rq.rec.buf) > maxPooledBytes || cap(rq.rec.out) > maxPooledBytes {
+	if cap(rq.scratch) > maxPooledBytes || cap(rq.body) > maxPooledBytes || cap(rq.rec.buf) > maxPooledBytes || cap(rq.rec.out) > maxPooledBytes || rq.v2.big() {
 		return
 	}
 	h.pool.Put(rq)
@@ -252,9 +278,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if msg := checkContentType(r.Header.Get("Content-Type")); msg != "" {
+	v2, msg := checkContentType(r.Header.Get("Content-Type"))
+	if v2 && msg == "" {
+		msg = checkEncodingV2(r.Header.Get("Content-Encoding"))
+	}
+	if msg != "" {
 		h.reject(w, ReasonUnsupported, http.StatusUnsupportedMediaType, 0, msg)
 		return
+	}
+	if v2 {
+		setWritten(w.Header(), 0) // until something is
 	}
 	rq := h.pool.Get().(*request)
 	defer h.put(rq)
@@ -268,37 +301,50 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, reason, remotewrite.StatusFor(err), 0, err.Error())
 		return
 	}
+	if v2 {
+		h.serveV2(w, r, rq)
+		return
+	}
 	if err := rq.decode(); err != nil {
 		h.reject(w, ReasonBadProtobuf, http.StatusBadRequest, 0, "unmarshal WriteRequest: "+err.Error())
 		return
 	}
+	if _, _, ok := h.accept(w, r, rq); ok {
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// accept takes a decoded request through validation, the series limit and
+// classification into one inbox record. It answers every refusal itself
+// and returns ok false then; else it answers nothing and returns the
+// samples written and those dropped by the series limit.
+func (h *Handler) accept(w http.ResponseWriter, r *http.Request, rq *request) (written, limited int, ok bool) {
 	samples := len(rq.samples)
 	if err := h.peek(rq, clientIP(r)); err != nil {
 		reason := ReasonLabels
 		switch {
 		case errors.Is(err, errBadProtobuf):
 			h.reject(w, ReasonBadProtobuf, http.StatusBadRequest, 0, "unmarshal WriteRequest: "+err.Error())
-			return
+			return 0, 0, false
 		case errors.Is(err, errNoSamples):
 			reason = ReasonNoSamples
 		}
 		h.reject(w, reason, http.StatusBadRequest, samples, err.Error())
-		return
+		return 0, 0, false
 	}
 	if len(rq.series) == 0 {
-		w.WriteHeader(http.StatusNoContent)
-		return
+		return 0, 0, true
 	}
 	if in := h.opts.Inbox.Bytes(); in+int64(len(rq.body)) > h.opts.InboxMaxBytes {
 		w.Header().Set("Retry-After", strconv.Itoa(int(h.opts.RetryAfter.Round(time.Second)/time.Second)))
 		h.reject(w, ReasonInboxFull, http.StatusTooManyRequests, samples, fmt.Sprintf("inbox full (%d bytes, limit %d); retry later", in, h.opts.InboxMaxBytes))
-		return
+		return 0, 0, false
 	}
-	limited := h.split(rq)
+	limited = h.split(rq)
 	if limited == samples {
 		h.reject(w, ReasonSeriesLimit, http.StatusBadRequest, samples,
 			fmt.Sprintf("every series is new to a device at its limit of %d series", h.opts.MaxSeriesPerDevice))
-		return
+		return 0, 0, false
 	}
 	if limited > 0 {
 		h.rejected.WithLabelValues(ReasonSeriesLimit).Add(float64(limited))
@@ -316,14 +362,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.log.Warn("append to inbox", "err", err)
 		h.reject(w, reason, code, samples-limited, "buffer: "+err.Error())
-		return
+		return 0, 0, false
 	}
 	for _, c := range wire.Classes {
 		if n := rq.rec.hdr.Section(c).Samples; n > 0 {
 			h.receivedByClass[c].Add(float64(n))
 		}
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return samples - limited, limited, true
 }
 
 // peek is the first pass over a decoded request. For every series whose
@@ -518,22 +564,30 @@ func (h *Handler) reject(w http.ResponseWriter, reason string, code, samples int
 	http.Error(w, reason+": "+msg, code)
 }
 
-// checkContentType returns why ct is refused, or "" if it is remote-write v1.
-func checkContentType(ct string) string {
+// checkContentType tells whether ct is remote-write 2.0 and, if it is
+// neither 1.0 nor 2.0, why it is refused.
+func checkContentType(ct string) (v2 bool, msg string) {
 	if ct == "" {
-		return ""
+		return false, ""
 	}
 	mt, params, _ := strings.Cut(ct, ";")
 	if strings.TrimSpace(strings.ToLower(mt)) != "application/x-protobuf" {
-		return fmt.Sprintf("content-type %q: want application/x-protobuf (remote-write v1)", ct)
+		return false, fmt.Sprintf("content-type %q: want application/x-protobuf (remote-write 1.0 or 2.0)", ct)
 	}
 	for p := range strings.SplitSeq(params, ";") {
 		k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
-		if strings.EqualFold(k, "proto") && v != "prometheus.WriteRequest" {
-			return fmt.Sprintf("proto %q not supported: this relay speaks remote-write 1.0 (prometheus.WriteRequest) only", v)
+		if !strings.EqualFold(k, "proto") {
+			continue
+		}
+		switch v {
+		case "prometheus.WriteRequest":
+		case protoV2:
+			v2 = true
+		default:
+			return false, fmt.Sprintf("proto %q not supported: this relay speaks remote-write 1.0 (prometheus.WriteRequest) and 2.0 (%s)", v, protoV2)
 		}
 	}
-	return ""
+	return v2, ""
 }
 
 func clientIP(r *http.Request) string {

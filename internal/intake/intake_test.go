@@ -226,7 +226,7 @@ func TestReject(t *testing.T) {
 	}{
 		{name: "missing_token", opts: Options{Tokens: NewTokens("secret")}, body: good, code: 401, reason: ReasonUnauthorized},
 		{name: "wrong_token", opts: Options{Tokens: NewTokens("secret")}, body: good, hdr: map[string]string{"Authorization": "Bearer secreT"}, code: 401, reason: ReasonUnauthorized},
-		{name: "remote_write_2", body: good, hdr: map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request"}, code: 415, reason: ReasonUnsupported},
+		{name: "other_proto", body: good, hdr: map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v3.Request"}, code: 415, reason: ReasonUnsupported},
 		{name: "json_body", body: []byte("{}"), hdr: map[string]string{"Content-Type": "application/json"}, code: 415, reason: ReasonUnsupported},
 		{name: "body_over_limit", opts: Options{MaxBodyBytes: 16}, body: good, code: 413, reason: ReasonTooLarge},
 		{name: "bad_snappy", body: []byte("not snappy at all"), code: 400, reason: ReasonBadEncoding},
@@ -253,25 +253,33 @@ func TestReject(t *testing.T) {
 			}
 			before := f.inbox.Bytes()
 			code, body, hdr := f.post(t, tc.body, tc.hdr)
-			if code != tc.code || !strings.HasPrefix(body, tc.reason+": ") || strings.Count(strings.TrimSpace(body), "\n") > 0 {
-				t.Fatalf("got %d %q, want %d with one line starting %q", code, body, tc.code, tc.reason)
-			}
+			f.checkRejected(t, before, code, body, tc.code, tc.reason, tc.samples)
 			if code == 429 && hdr.Get("Retry-After") == "" {
 				t.Error("429 without Retry-After")
 			}
 			if code == 401 && hdr.Get("WWW-Authenticate") == "" {
 				t.Error("401 without WWW-Authenticate")
 			}
-			if got := counter(t, f.reg, "requests_rejected_total", "reason", tc.reason); got != 1 {
-				t.Errorf("requests_rejected_total{reason=%q} = %v, want 1", tc.reason, got)
-			}
-			if got := counter(t, f.reg, "samples_rejected_total", "reason", tc.reason); got != tc.samples {
-				t.Errorf("samples_rejected_total{reason=%q} = %v, want %v", tc.reason, got, tc.samples)
-			}
-			if f.inbox.Bytes() != before {
-				t.Errorf("the inbox grew from %d to %d bytes on a rejected request", before, f.inbox.Bytes())
-			}
 		})
+	}
+}
+
+// checkRejected checks a refused request's answer (code, one line starting
+// with the reason), its counters, and that the inbox, before bytes before
+// it, did not grow.
+func (f *fixture) checkRejected(t *testing.T, before int64, code int, body string, wantCode int, reason string, samples float64) {
+	t.Helper()
+	if code != wantCode || !strings.HasPrefix(body, reason+": ") || strings.Count(strings.TrimSpace(body), "\n") > 0 {
+		t.Fatalf("got %d %q, want %d with one line starting %q", code, body, wantCode, reason)
+	}
+	if got := counter(t, f.reg, "requests_rejected_total", "reason", reason); got != 1 {
+		t.Errorf("requests_rejected_total{reason=%q} = %v, want 1", reason, got)
+	}
+	if got := counter(t, f.reg, "samples_rejected_total", "reason", reason); got != samples {
+		t.Errorf("samples_rejected_total{reason=%q} = %v, want %v", reason, got, samples)
+	}
+	if f.inbox.Bytes() != before {
+		t.Errorf("the inbox grew from %d to %d bytes on a rejected request", before, f.inbox.Bytes())
 	}
 }
 
