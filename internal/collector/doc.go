@@ -232,6 +232,16 @@
 // of a program that does one thing at a time. GOMAXPROCS and GOGC, when
 // set, override -max-procs and -gc-percent.
 //
+// Nor did pacing the GC ourselves (tried after the events pass, not kept):
+// GOGC off, which also stops the runtime's forced collection every two
+// minutes, and a collection after a cycle once the heap outgrew the goal
+// GOGC 50 sets (runtime/metrics /gc/heap/live and heap/objects). With GOGC
+// off the scavenger keeps memory up to the memory limit, so RSS rose to
+// 15.5 MiB (anon 6.0 against 5.1) with runtime.GC and stayed level only
+// with debug.FreeOSMemory; the CPU at 15 s, side by side with the events
+// build, was 1.34 against 1.50 ms in one run and 1.80-1.84 against 1.78 in
+// the next (a busy machine): no gain this benchmark can show.
+//
 // A full send buffer adds up to -buffer-max-bytes (default 8 MiB): backlog
 // is held snappy-compressed in slices of its exact size, about 15 KB per
 // cycle here, so 8 MiB is about 550 cycles, 2.3 hours at 15 s.
