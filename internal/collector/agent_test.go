@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"tillpipe/internal/collector/docker/dockertest"
 )
@@ -66,12 +67,16 @@ func TestAgent_CyclesOnAlignedTicks(t *testing.T) {
 func TestAgent_FollowsDockerEvents(t *testing.T) {
 	dd := copyDir(t, "testdata/docker")
 	engine := dockertest.Start(t, dd)
+	reg := prometheus.NewRegistry()
 	c, err := New(Options{Device: "till-042", CgroupRoot: "testdata/cgroup/v2-docker", ProcRoot: "testdata/proc",
-		Statfs: fixedStatfs, DockerSocket: engine.Socket})
+		Statfs: fixedStatfs, DockerSocket: engine.Socket, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
+	if v := gather(t, reg, "docker_events_connected"); v != 0 {
+		t.Fatalf("docker_events_connected %v before Run, want 0", v)
+	}
 	const running = `till_container_state{container="pos-api",device="till-042",image="registry.example.com/pos/api:4.2.1",state="running"}`
 	values := make(chan float64, 1000) // running's value in each request; NaN when absent
 	a, err := NewAgent(c, func(body []byte, _ int) {
@@ -117,6 +122,9 @@ func TestAgent_FollowsDockerEvents(t *testing.T) {
 		}
 	}
 	waitUntil(t, "the event stream to connect", c.events.Connected)
+	if v := gather(t, reg, "docker_events_connected"); v != 1 {
+		t.Fatalf("docker_events_connected %v with the stream open, want 1", v)
+	}
 	for len(values) > 0 { // cycles before the connection
 		<-values
 	}
@@ -149,6 +157,9 @@ func TestAgent_FollowsDockerEvents(t *testing.T) {
 		t.Fatalf("destroy sent to %d streams, want 1", n)
 	}
 	waitUntil(t, "the event to be read", func() bool { _, c := c.events.Counts(); return c > changes })
+	if v := gather(t, reg, "docker_events_total"); v != 1 {
+		t.Fatalf("docker_events_total %v after one event, want 1", v)
+	}
 	v := next()
 	for i := 0; v == 1 && i < 100; i++ { // cycles before the event, still queued
 		v = next()
@@ -178,4 +189,24 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// gather returns the value of the gauge or counter name in reg.
+func gather(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			m := mf.GetMetric()[0]
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }

@@ -153,7 +153,20 @@ func New(opts Options) (*Collector, error) {
 		c.errMetric.WithLabelValues(s)
 	}
 	if opts.Registerer != nil {
-		for _, m := range []prometheus.Collector{c.errMetric, c.cycleTime, c.seriesGage} {
+		ms := []prometheus.Collector{c.errMetric, c.cycleTime, c.seriesGage}
+		if ev := c.events; ev != nil {
+			ms = append(ms, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "docker_events_connected", Help: "1 while the engine's event stream is open; at 0 the containers are listed every cycle.",
+			}, func() float64 {
+				if ev.Connected() {
+					return 1
+				}
+				return 0
+			}), prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "docker_events_total", Help: "Container events read from the engine's event stream.",
+			}, func() float64 { n, _ := ev.Counts(); return float64(n) }))
+		}
+		for _, m := range ms {
 			if err := opts.Registerer.Register(m); err != nil {
 				return nil, fmt.Errorf("register collector metrics: %w", err)
 			}

@@ -165,8 +165,11 @@
 // cycle, after a container event since its last list, on every cycle while
 // no stream is open, after the stream (re)connects, after a failed list or
 // inspect, and every 20th cycle (five minutes at 15 s) in case an event was
-// lost. dockerd makes a change visible to the list before it sends the
-// change's event, so the samples are those of listing every cycle. dockerd
+// lost. With -listen, tillpipe_collector_docker_events_connected says
+// whether the stream is open (at 0 every cycle lists) and
+// tillpipe_collector_docker_events_total counts the events read. dockerd
+// makes a change visible to the list before it sends the change's event,
+// so the samples are those of listing every cycle. dockerd
 // is asked for every container action except exec_*: a healthcheck probe is
 // an exec and sends three, and with a type filter alone each one woke the
 // collector. Nine a cycle, 20 ms apart (1 s interval, 60 cycles, the same
