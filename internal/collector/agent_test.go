@@ -12,6 +12,7 @@ import (
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tillpipe/internal/collector/collectortest"
 	"tillpipe/internal/collector/docker/dockertest"
 )
 
@@ -121,7 +122,7 @@ func TestAgent_FollowsDockerEvents(t *testing.T) {
 			return 0
 		}
 	}
-	waitUntil(t, "the event stream to connect", c.events.Connected)
+	collectortest.WaitFor(t, "the event stream to connect", c.events.Connected)
 	if v := gather(t, reg, "docker_events_connected"); v != 1 {
 		t.Fatalf("docker_events_connected %v with the stream open, want 1", v)
 	}
@@ -156,7 +157,7 @@ func TestAgent_FollowsDockerEvents(t *testing.T) {
 	if n := engine.Emit(t, "destroy"); n != 1 {
 		t.Fatalf("destroy sent to %d streams, want 1", n)
 	}
-	waitUntil(t, "the event to be read", func() bool { _, c := c.events.Counts(); return c > changes })
+	collectortest.WaitFor(t, "the event to be read", func() bool { _, c := c.events.Counts(); return c > changes })
 	if v := gather(t, reg, "docker_events_total"); v != 1 {
 		t.Fatalf("docker_events_total %v after one event, want 1", v)
 	}
@@ -177,18 +178,7 @@ func TestAgent_FollowsDockerEvents(t *testing.T) {
 	}
 
 	stop()
-	waitUntil(t, "the engine to see the stream end", func() bool { return engine.EventStreams() == 0 })
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	collectortest.WaitFor(t, "the engine to see the stream end", func() bool { return engine.EventStreams() == 0 })
 }
 
 // gather returns the value of the gauge or counter name in reg.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // PosAPI is the id of the fixture container copied n times by [Tree].
@@ -113,4 +114,17 @@ func clone(tb testing.TB, m map[string]any) map[string]any {
 		tb.Fatal(err)
 	}
 	return c
+}
+
+// WaitFor polls cond every millisecond until it holds, failing the test
+// after 10 s with what it waited for.
+func WaitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"tillpipe/internal/collector/collectortest"
 	"tillpipe/internal/collector/docker"
 	"tillpipe/internal/collector/docker/dockertest"
 )
@@ -47,7 +48,7 @@ func follow(t *testing.T, setup ...func(*dockertest.Server)) *followed {
 		}
 		c.Close()
 	})
-	waitFor(t, "the event stream to connect", f.ev.Connected)
+	collectortest.WaitFor(t, "the event stream to connect", f.ev.Connected)
 	return f
 }
 
@@ -78,7 +79,7 @@ func (f *followed) emit(t *testing.T, action string, sent bool) {
 		t.Fatalf("event %q sent to %d streams, want %d", action, n, want)
 	}
 	if sent {
-		waitFor(t, "the event to be read", func() bool { r, _ := f.ev.Counts(); return r > read })
+		collectortest.WaitFor(t, "the event to be read", func() bool { r, _ := f.ev.Counts(); return r > read })
 	}
 }
 
@@ -86,17 +87,6 @@ func (f *followed) wantLists(t *testing.T, want int64, when string) {
 	t.Helper()
 	if got := f.srv.Lists(); got != want {
 		t.Fatalf("%s: %d lists, want %d", when, got, want)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -270,14 +260,14 @@ func TestTracker_Events_StreamDropped(t *testing.T) {
 	f := follow(t)
 	f.cycle(t)
 	f.srv.SetEventsDown(true)
-	waitFor(t, "the stream to notice the drop", func() bool { return !f.ev.Connected() })
+	collectortest.WaitFor(t, "the stream to notice the drop", func() bool { return !f.ev.Connected() })
 	for range 3 {
 		f.cycle(t)
 	}
 	f.wantLists(t, 4, "three cycles without a stream")
 
 	f.srv.SetEventsDown(false)
-	waitFor(t, "the stream to reconnect", f.ev.Connected)
+	collectortest.WaitFor(t, "the stream to reconnect", f.ev.Connected)
 	f.cycle(t)
 	f.wantLists(t, 5, "the cycle after the reconnection")
 	for range 3 {
