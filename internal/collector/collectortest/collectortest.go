@@ -42,9 +42,9 @@ func Tree(tb testing.TB, dir, testdata string, n int) Fixture {
 		tb.Fatal(err)
 	}
 	var list []map[string]any
-	readJSON(tb, filepath.Join(testdata, "docker/containers.json"), &list)
+	ReadJSON(tb, filepath.Join(testdata, "docker/containers.json"), &list)
 	var insp map[string]any
-	readJSON(tb, filepath.Join(testdata, "docker/containers", PosAPI+".json"), &insp)
+	ReadJSON(tb, filepath.Join(testdata, "docker/containers", PosAPI+".json"), &insp)
 	out := make([]map[string]any, 0, n)
 	for i := range n {
 		id := fmt.Sprintf("%064x", i+1)
@@ -56,9 +56,9 @@ func Tree(tb testing.TB, dir, testdata string, n int) Fixture {
 		out = append(out, e)
 		in := clone(tb, insp)
 		in["Id"], in["Name"] = id, fmt.Sprintf("/svc-%02d", i)
-		writeJSON(tb, filepath.Join(dockerDir, "containers", id+".json"), in)
+		WriteJSON(tb, filepath.Join(dockerDir, "containers", id+".json"), in)
 	}
-	writeJSON(tb, filepath.Join(dockerDir, "containers.json"), out)
+	WriteJSON(tb, filepath.Join(dockerDir, "containers.json"), out)
 	return Fixture{CgroupRoot: cgroupRoot, ProcRoot: procRoot, DockerDir: dockerDir}
 }
 
@@ -81,7 +81,8 @@ func MemDir(tb testing.TB) string {
 	return dir
 }
 
-func readJSON(tb testing.TB, path string, v any) {
+// ReadJSON decodes the JSON file at path into v, failing the test on error.
+func ReadJSON(tb testing.TB, path string, v any) {
 	tb.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -92,7 +93,8 @@ func readJSON(tb testing.TB, path string, v any) {
 	}
 }
 
-func writeJSON(tb testing.TB, path string, v any) {
+// WriteJSON writes v as JSON to path, failing the test on error.
+func WriteJSON(tb testing.TB, path string, v any) {
 	tb.Helper()
 	data, err := json.Marshal(v)
 	if err != nil {

@@ -2,7 +2,6 @@ package docker_test
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -96,7 +95,7 @@ func setState(t *testing.T, dir, id, state, status string) {
 	t.Helper()
 	listPath := filepath.Join(dir, "containers.json")
 	var list []map[string]any
-	readJSON(t, listPath, &list)
+	collectortest.ReadJSON(t, listPath, &list)
 	found := false
 	for _, e := range list {
 		if e["Id"] == id {
@@ -106,35 +105,13 @@ func setState(t *testing.T, dir, id, state, status string) {
 	if !found {
 		t.Fatalf("container %s not in %s", id, listPath)
 	}
-	writeJSON(t, listPath, list)
+	collectortest.WriteJSON(t, listPath, list)
 	inspPath := filepath.Join(dir, "containers", id+".json")
 	var insp map[string]any
-	readJSON(t, inspPath, &insp)
+	collectortest.ReadJSON(t, inspPath, &insp)
 	st := insp["State"].(map[string]any)
 	st["Status"], st["Running"] = state, state == "running"
-	writeJSON(t, inspPath, insp)
-}
-
-func readJSON(t *testing.T, path string, v any) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		t.Fatalf("decode %s: %v", path, err)
-	}
-}
-
-func writeJSON(t *testing.T, path string, v any) {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	collectortest.WriteJSON(t, inspPath, insp)
 }
 
 func TestTracker_Events_QuietCyclesListOnce(t *testing.T) {
