@@ -100,6 +100,7 @@ type Collector struct {
 	out   []prompb.TimeSeries
 
 	cgs     []*cgroup.Container
+	cgAll   bool // the next Discover lists every subtree (see collectContainers)
 	ctrs    []*docker.Container
 	byID    map[string]*docker.Container
 	cgStats cgroup.Stats
@@ -175,7 +176,7 @@ func New(opts Options) (*Collector, error) {
 	return c, nil
 }
 
-// Close releases the cgroup files and the Engine API connection.
+// Close releases the cgroup and /proc files and the Engine API connection.
 func (c *Collector) Close() {
 	if c.cg != nil {
 		c.cg.Close()
@@ -183,6 +184,7 @@ func (c *Collector) Close() {
 	if c.dc != nil {
 		c.dc.Close()
 	}
+	c.node.Close()
 }
 
 // CgroupMode is the cgroup version found, 0 when none.
@@ -290,21 +292,40 @@ func (c *Collector) collectContainers(ctx context.Context) {
 	if c.cg == nil {
 		c.sourceError(sourceCgroup, c.cgErr)
 	} else {
+		// The engine's subtrees are listed only when the engine's
+		// containers may have changed: when the tracker listed them (after
+		// an event, and every ReconcileCycles cycles), and while one that
+		// runs has no cgroup found yet, or after a failed listing.
+		scope := cgroup.All
+		if c.tracker != nil && !c.tracker.Listed() && !c.cgAll {
+			scope = cgroup.NotEngine
+		}
 		var err error
-		c.cgs, err = c.cg.Discover(c.cgs[:0])
+		c.cgs, err = c.cg.Discover(c.cgs[:0], scope)
 		if err != nil {
 			c.sourceError(sourceCgroup, err)
 		}
+		found := 0 // running or paused engine containers with a cgroup
 		for _, cg := range c.cgs {
 			name, image := cg.Path, ""
 			if d := c.byID[cg.ID]; d != nil {
 				name, image = d.Name, d.Image
+				if d.State == "running" || d.State == "paused" {
+					found++
+				}
 			}
 			if err := c.cg.Read(cg, &c.cgStats); err != nil {
 				c.sourceError(sourceCgroup, err)
 			}
 			c.emitCgroup(name, image, &c.cgStats)
 		}
+		running := 0
+		for _, d := range c.ctrs {
+			if d.State == "running" || d.State == "paused" {
+				running++
+			}
+		}
+		c.cgAll = err != nil || found < running
 	}
 	for _, d := range c.ctrs {
 		c.emitRuntime(d)

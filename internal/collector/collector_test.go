@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 	"go.uber.org/goleak"
 
+	"tillpipe/internal/collector/collectortest"
 	"tillpipe/internal/collector/docker/dockertest"
 )
 
@@ -316,4 +319,113 @@ func TestWriteText_EscapesAndSpecialValues(t *testing.T) {
 	if buf.String() != want {
 		t.Errorf("got %q, want %q", buf.String(), want)
 	}
+}
+
+// TestCollect_EngineSubtreesListedAfterEvents follows the engine's events
+// as Agent.Run does: quiet cycles take the engine's cgroups from the last
+// listing of their subtrees, a container event makes the next cycle list
+// them again, and so does a running container whose cgroup was not found.
+func TestCollect_EngineSubtreesListedAfterEvents(t *testing.T) {
+	f := collectortest.Tree(t, t.TempDir(), "testdata", 2)
+	engine := dockertest.Start(t, f.DockerDir)
+	events, err := os.ReadFile("testdata/docker/events.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.DockerDir, "events.jsonl"), events, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Options{Device: "till-042", CgroupRoot: f.CgroupRoot, ProcRoot: f.ProcRoot, Statfs: fixedStatfs, DockerSocket: engine.Socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- c.events.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	collectortest.WaitFor(t, "the event stream to connect", c.events.Connected)
+
+	now := fixtureTime
+	cycle := func() map[string]float64 {
+		t.Helper()
+		now = now.Add(15 * time.Second)
+		got := seriesValues(c.Collect(ctx, now))
+		for src, n := range c.errCount {
+			if n != 0 {
+				t.Fatalf("source %s: %v errors", src, n)
+			}
+		}
+		return got
+	}
+	usage := func(container string) string {
+		return `container_memory_usage_bytes{container="` + container + `",device="till-042",image="registry.example.com/pos/api:4.2.1"}`
+	}
+	cycle() // lists
+	lists := engine.Lists()
+
+	// A cgroup appears without an event: quiet cycles do not list the
+	// engine's subtrees, so it is not seen.
+	id := fmt.Sprintf("%064x", 100)
+	scope := filepath.Join(f.CgroupRoot, "system.slice", "docker-"+id+".scope")
+	if err := os.CopyFS(scope, os.DirFS(filepath.Join(f.CgroupRoot, "system.slice", "docker-"+fmt.Sprintf("%064x", 1)+".scope"))); err != nil {
+		t.Fatal(err)
+	}
+	byPath := `container_memory_usage_bytes{container="/system.slice/docker-` + id + `.scope",device="till-042"}`
+	for range 3 {
+		if got := cycle(); len(got) == 0 || got[usage("svc-00")] == 0 {
+			t.Fatal("svc-00 not sampled in a quiet cycle")
+		} else if _, ok := got[byPath]; ok {
+			t.Fatal("a quiet cycle listed the engine's cgroup subtree")
+		}
+	}
+	if n := engine.Lists() - lists; n != 0 {
+		t.Fatalf("%d lists in quiet cycles, want 0", n)
+	}
+
+	// The engine now runs it and sends start: the next cycle lists the
+	// containers and the subtrees, and names the cgroup.
+	addContainer(t, f.DockerDir, id, "svc-new")
+	_, changes := c.events.Counts()
+	engine.Emit(t, "start")
+	collectortest.WaitFor(t, "the event to be read", func() bool { _, n := c.events.Counts(); return n > changes })
+	if got := cycle(); got[usage("svc-new")] == 0 {
+		t.Error("svc-new not sampled in the cycle after its start event")
+	}
+
+	// A running container whose cgroup is not there yet: the cycles list
+	// the subtrees until it is found.
+	late := fmt.Sprintf("%064x", 101)
+	addContainer(t, f.DockerDir, late, "svc-late")
+	_, changes = c.events.Counts()
+	engine.Emit(t, "start")
+	collectortest.WaitFor(t, "the event to be read", func() bool { _, n := c.events.Counts(); return n > changes })
+	if got := cycle(); got[usage("svc-late")] != 0 {
+		t.Fatal("svc-late sampled without a cgroup")
+	}
+	lists = engine.Lists()
+	if err := os.CopyFS(filepath.Join(f.CgroupRoot, "system.slice", "docker-"+late+".scope"), os.DirFS(scope)); err != nil {
+		t.Fatal(err)
+	}
+	if got := cycle(); got[usage("svc-late")] == 0 {
+		t.Error("svc-late not sampled once its cgroup appeared")
+	}
+	if n := engine.Lists() - lists; n != 0 {
+		t.Errorf("%d lists without an event, want 0 (only the cgroup subtrees are listed)", n)
+	}
+}
+
+// addContainer adds a running copy of the fixture's first container to the
+// engine's answers in dir.
+func addContainer(t *testing.T, dir, id, name string) {
+	t.Helper()
+	var list []map[string]any
+	collectortest.ReadJSON(t, filepath.Join(dir, "containers.json"), &list)
+	var insp map[string]any
+	collectortest.ReadJSON(t, filepath.Join(dir, "containers", fmt.Sprintf("%064x", 1)+".json"), &insp)
+	e := maps.Clone(list[0])
+	e["Id"], e["Names"] = id, []string{"/" + name}
+	collectortest.WriteJSON(t, filepath.Join(dir, "containers.json"), append(list, e))
+	insp["Id"], insp["Name"] = id, "/"+name
+	collectortest.WriteJSON(t, filepath.Join(dir, "containers", id+".json"), insp)
 }

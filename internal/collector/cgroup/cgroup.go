@@ -59,6 +59,14 @@ type Container struct {
 	gen   uint64
 	paths [numFiles]string // "" when the controller is not mounted
 	fds   [numFiles]int    // open descriptors, -1 when closed
+
+	// Files whose values are kept between reads (see [Reader.Read]).
+	limit, oomKills  uint64
+	hasLimit, hasOOM bool
+	limitDue, oomDue bool  // read the file at the next Read
+	wd               int32 // inotify watch on memory.events; noWatch, or watchFailed
+
+	absent uint16 // bit per file slot: found absent since its subtree was last listed
 }
 
 // The files read for a container, as indexes into Container.paths.
@@ -78,13 +86,14 @@ const (
 	numFiles
 )
 
-func (c *Container) close() {
+func (r *Reader) closeContainer(c *Container) {
 	for i, fd := range c.fds {
 		if fd >= 0 {
 			rawsys.Close(fd)
 			c.fds[i] = -1
 		}
 	}
+	r.w.unwatch(c)
 }
 
 // Pressure is one PSI file's cumulative stall times, in seconds.
@@ -157,7 +166,9 @@ type Reader struct {
 	gen        uint64
 	containers map[string]*Container // by Path
 	tops       []string              // topDirs under root
-	names      []byte                // subdirectory names, each after its length byte
+	byTop      [][]*Container        // per topDirs entry, what its last listing found
+	w          watcher
+	names      []byte // subdirectory names, each after its length byte
 	path       []byte
 	dirBuf     []byte
 }
@@ -168,9 +179,10 @@ func New(opts Options) (*Reader, error) {
 	if root == "" {
 		root = "/sys/fs/cgroup"
 	}
-	r := &Reader{containers: make(map[string]*Container)}
+	r := &Reader{containers: make(map[string]*Container), byTop: make([][]*Container, len(topDirs)), w: watcher{fd: -1}}
 	if exists(filepath.Join(root, "cgroup.controllers")) {
 		r.mode, r.root = ModeV2, root
+		r.w.init()
 		return r, nil
 	}
 	r.v1 = make(map[string]string)
@@ -196,10 +208,26 @@ func exists(path string) bool {
 // Mode is the cgroup version in use.
 func (r *Reader) Mode() Mode { return r.mode }
 
-// Discover appends the containers found this cycle to dst. Containers found
-// in an earlier cycle are returned as the same pointers.
-func (r *Reader) Discover(dst []*Container) ([]*Container, error) {
+// Scope says which subtrees [Reader.Discover] lists.
+type Scope int
+
+const (
+	// All lists every subtree.
+	All Scope = iota
+	// NotEngine does not list the subtrees where Docker and Podman create
+	// their containers' cgroups (system.slice, docker, machine.slice): their
+	// containers are those that the last listing of each found. It is for
+	// a caller that knows from the engine (its events) that its containers
+	// did not change since then. Kubernetes' subtrees are listed as with All.
+	NotEngine
+)
+
+// Discover appends the containers found this cycle to dst, listing the
+// subtrees that scope says. Containers found in an earlier cycle are
+// returned as the same pointers.
+func (r *Reader) Discover(dst []*Container, scope Scope) ([]*Container, error) {
 	r.gen++
+	r.w.drain()
 	var firstErr error
 	if r.tops == nil {
 		for _, top := range topDirs {
@@ -207,13 +235,26 @@ func (r *Reader) Discover(dst []*Container) ([]*Container, error) {
 		}
 	}
 	for i, top := range topDirs {
+		if scope == NotEngine && i < engineTops {
+			for _, c := range r.byTop[i] {
+				c.gen = r.gen
+			}
+			dst = append(dst, r.byTop[i]...)
+			continue
+		}
+		start := len(dst)
 		if err := r.walk(top, r.tops[i], 0, &dst); err != nil && firstErr == nil {
 			firstErr = err
 		}
+		for _, c := range dst[start:] {
+			c.limitDue, c.absent = true, 0
+		}
+		clear(r.byTop[i])
+		r.byTop[i] = append(r.byTop[i][:0], dst[start:]...)
 	}
 	for p, c := range r.containers {
 		if c.gen != r.gen {
-			c.close()
+			r.closeContainer(c)
 			delete(r.containers, p)
 		}
 	}
@@ -223,13 +264,19 @@ func (r *Reader) Discover(dst []*Container) ([]*Container, error) {
 // Close closes the files held open for the containers found so far.
 func (r *Reader) Close() {
 	for p, c := range r.containers {
-		c.close()
+		r.closeContainer(c)
 		delete(r.containers, p)
 	}
+	clear(r.byTop)
+	r.w.close()
 }
 
 // topDirs are the subtrees of the root that hold containers.
 var topDirs = []string{"system.slice", "docker", "machine.slice", "kubepods.slice", "kubepods"}
+
+// engineTops is how many of topDirs, from the first, hold the cgroups that
+// Docker and Podman create (see [NotEngine]).
+const engineTops = 3
 
 const maxDepth = 3
 
@@ -366,7 +413,7 @@ func containerID(name []byte) []byte {
 }
 
 func (r *Reader) newContainer(id, path string) *Container {
-	c := &Container{ID: id, Path: path}
+	c := &Container{ID: id, Path: path, limitDue: true, oomDue: true, wd: noWatch}
 	for i := range c.fds {
 		c.fds[i] = -1
 	}

@@ -41,11 +41,11 @@ func TestDiscover_Layouts(t *testing.T) {
 			if r.Mode() != tc.mode {
 				t.Errorf("mode %d, want %d", r.Mode(), tc.mode)
 			}
-			cs, err := r.Discover(nil)
+			cs, err := r.Discover(nil, All)
 			if err != nil || len(cs) != tc.paths {
 				t.Fatalf("found %d containers (err %v), want %d", len(cs), err, tc.paths)
 			}
-			again, _ := r.Discover(nil)
+			again, _ := r.Discover(nil, All)
 			for i := range cs {
 				if again[i] != cs[i] {
 					t.Errorf("container %s not reused across cycles", cs[i].Path)
@@ -102,7 +102,7 @@ func TestRead_Failures(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer r.Close()
-			cs, _ := r.Discover(nil)
+			cs, _ := r.Discover(nil, All)
 			var c *Container
 			for _, x := range cs {
 				if x.Path == "/"+pos {

@@ -24,10 +24,12 @@ var errNotExist = errors.New("file does not exist")
 
 // read returns the content of c's file slot in a buffer valid until the
 // next call. The file is opened on first use and kept open; a read error
-// closes it so the next cycle opens it afresh.
+// closes it so the next cycle opens it afresh. A file found absent (PSI
+// disabled, a controller not enabled for the cgroup) is not looked for
+// again until its subtree is listed (Container.absent).
 func (r *fileReader) read(c *Container, slot int) ([]byte, error) {
 	path := c.paths[slot]
-	if path == "" {
+	if path == "" || c.absent&(1<<slot) != 0 {
 		return nil, errNotExist
 	}
 	if r.buf == nil {
@@ -47,6 +49,7 @@ func (r *fileReader) read(c *Container, slot int) ([]byte, error) {
 		}
 		if err != nil {
 			if err == syscall.ENOENT || err == syscall.ENODEV || err == syscall.ENOTDIR {
+				c.absent |= 1 << slot
 				return nil, errNotExist
 			}
 			return nil, fmt.Errorf("open %s: %w", path, err)

@@ -12,6 +12,20 @@ const userHZ = 100
 // enabled for this cgroup, PSI compiled out) leave their fields out of
 // st.Has; when the cgroup vanished during the read, st.Has is 0 and the
 // error nil. Other failures are returned after reading every other file.
+//
+// Two files are not read on every call, to save their system calls; their
+// last values are reported instead, as long as memory.current (v1
+// memory.usage_in_bytes) could be read:
+//   - The memory limit (memory.max, v1 memory.limit_in_bytes) is read when
+//     the container is found and after each [Reader.Discover] that listed
+//     its subtree. A limit is changed through the engine (docker update,
+//     an event) or by Kubernetes, whose subtrees are listed every cycle.
+//   - v2 memory.events is read when it changed: the kernel sends an inotify
+//     "modified" event for every change of its values (cgroup-v2.rst), so
+//     an OOM kill shows in the next Read after the event arrived, in
+//     practice the next cycle. Without an inotify watch (v1
+//     memory.oom_control has none, or inotify is unavailable or out of
+//     watches) the file is read every time.
 func (r *Reader) Read(c *Container, st *Stats) error {
 	*st = Stats{}
 	var errs error
@@ -70,6 +84,49 @@ func (r *Reader) readUint(c *Container, slot int, st *Stats, bit Field, dst *uin
 	return nil
 }
 
+// readLimit reports c's memory limit, reading it when due (see
+// [Reader.Read]).
+func (r *Reader) readLimit(c *Container, st *Stats) error {
+	if c.limitDue {
+		var s Stats
+		if err := r.readUint(c, fileMemMax, &s, FieldMemLimit, &s.MemLimit); err != nil && !errors.Is(err, errNotExist) {
+			return err // read again next time
+		}
+		if s.MemLimit >= unlimited {
+			s.MemLimit = 0
+		}
+		c.limit, c.hasLimit, c.limitDue = s.MemLimit, s.Has != 0, false
+	}
+	if c.hasLimit && st.Has&FieldMemUsage != 0 {
+		st.MemLimit, st.Has = c.limit, st.Has|FieldMemLimit
+	}
+	return nil
+}
+
+// readOOMKills reports c's OOM kill count (memory.events, v1
+// memory.oom_control), reading it when it changed (see [Reader.Read]).
+func (r *Reader) readOOMKills(c *Container, st *Stats) error {
+	if r.mode == ModeV2 {
+		r.w.watch(c) // before the read, so that no change after it goes unseen
+	}
+	if c.oomDue || c.wd < 0 {
+		var s Stats
+		err := r.readFlat(c, fileMemEvents, func(k []byte, v uint64) {
+			if string(k) == "oom_kill" {
+				s.OOMKills, s.Has = v, FieldOOMKills
+			}
+		})
+		if err != nil && !errors.Is(err, errNotExist) {
+			return err // read again next time
+		}
+		c.oomKills, c.hasOOM, c.oomDue = s.OOMKills, s.Has != 0, false
+	}
+	if c.hasOOM && st.Has&FieldMemUsage != 0 {
+		st.OOMKills, st.Has = c.oomKills, st.Has|FieldOOMKills
+	}
+	return nil
+}
+
 func (r *Reader) readFlat(c *Container, slot int, fn func(key []byte, v uint64)) error {
 	b, err := r.fr.read(c, slot)
 	if err != nil {
@@ -110,17 +167,10 @@ func (r *Reader) readV2(c *Container, st *Stats) error {
 			st.WorkingSet, st.Has = v, st.Has|FieldWorkingSet
 		}
 	}))
-	note(r.readUint(c, fileMemMax, st, FieldMemLimit, &st.MemLimit))
-	note(r.readFlat(c, fileMemEvents, func(k []byte, v uint64) {
-		if string(k) == "oom_kill" {
-			st.OOMKills, st.Has = v, st.Has|FieldOOMKills
-		}
-	}))
+	note(r.readLimit(c, st))
+	note(r.readOOMKills(c, st))
 	note(r.readUint(c, filePids, st, FieldThreads, &st.Threads))
 	note(r.readIOStat(c, fileIO, st))
-	if st.MemLimit >= unlimited {
-		st.MemLimit = 0
-	}
 	return errs
 }
 
@@ -204,17 +254,10 @@ func (r *Reader) readV1(c *Container, st *Stats) error {
 			st.WorkingSet, st.Has = v, st.Has|FieldWorkingSet
 		}
 	}))
-	note(r.readUint(c, fileMemMax, st, FieldMemLimit, &st.MemLimit))
-	note(r.readFlat(c, fileMemEvents, func(k []byte, v uint64) {
-		if string(k) == "oom_kill" {
-			st.OOMKills, st.Has = v, st.Has|FieldOOMKills
-		}
-	}))
+	note(r.readLimit(c, st))
+	note(r.readOOMKills(c, st))
 	note(r.readUint(c, filePids, st, FieldThreads, &st.Threads))
 	note(r.readBlkio(c, fileIO, st))
-	if st.MemLimit >= unlimited {
-		st.MemLimit = 0
-	}
 	return errs
 }
 

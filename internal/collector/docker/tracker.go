@@ -74,6 +74,8 @@ type Tracker struct {
 	fresh bool         // cur is complete: the last list and its inspects succeeded
 	seen  uint64       // ev's change count read before the last list
 	quiet int          // cycles answered from cur since the last list
+	// listed: the last Containers listed the engine's containers.
+	listed bool
 }
 
 // NewTracker returns a tracker reading through c.
@@ -97,9 +99,11 @@ func (t *Tracker) Containers(ctx context.Context, dst []*Container) ([]*Containe
 		up, seen = t.ev.state()
 		if up && t.fresh && seen == t.seen && t.quiet < ReconcileCycles-1 {
 			t.quiet++
+			t.listed = false
 			return append(dst, t.cur...), nil
 		}
 	}
+	t.listed = true
 	var err error
 	t.list, err = t.c.List(ctx, t.list)
 	if err != nil {
@@ -147,6 +151,11 @@ func (t *Tracker) Containers(ctx context.Context, dst []*Container) ([]*Containe
 	}
 	return dst, firstErr
 }
+
+// Listed reports whether the last [Tracker.Containers] listed the
+// engine's containers. When it did not, they are those of its last list:
+// the engine's event stream reported no change since.
+func (t *Tracker) Listed() bool { return t.listed }
 
 func (t *Tracker) apply(c *Container, s *Summary) {
 	in := &t.insp

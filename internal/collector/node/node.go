@@ -66,7 +66,7 @@ type Reader struct {
 	proc   string
 	statfs func(string, *syscall.Statfs_t) error
 	buf    []byte
-	paths  map[string]string // <proc>/<name> by name, built once
+	files  map[string]*procFile // by name
 
 	cpuIDs     []string
 	names      map[string]string // interned interface names
@@ -77,7 +77,7 @@ type Reader struct {
 
 // NewReader returns a reader for opts.
 func NewReader(opts Options) *Reader {
-	r := &Reader{proc: opts.ProcRoot, statfs: opts.Statfs, names: make(map[string]string), paths: make(map[string]string)}
+	r := &Reader{proc: opts.ProcRoot, statfs: opts.Statfs, names: make(map[string]string), files: make(map[string]*procFile)}
 	if r.proc == "" {
 		r.proc = "/proc"
 	}
@@ -116,33 +116,59 @@ func (r *Reader) Read(st *Stats) error {
 	return first
 }
 
+// procFile is a /proc file held open between cycles.
+type procFile struct {
+	path string
+	fd   int // -1 when closed
+}
+
+// Close closes the files held open.
+func (r *Reader) Close() {
+	for _, f := range r.files {
+		if f.fd >= 0 {
+			rawsys.Close(f.fd)
+			f.fd = -1
+		}
+	}
+}
+
+// read returns the content of <proc>/name in a buffer valid until the next
+// call. The file is opened on first use and kept open: procfs generates a
+// file's content afresh for a read at offset 0, so a cycle costs the
+// preads alone (two for a file that fits the buffer: the content, then
+// end of file). A failed read closes the file; the next call opens it
+// again.
 func (r *Reader) read(name string) ([]byte, string, error) {
-	path, ok := r.paths[name]
-	if !ok {
-		path = r.proc + "/" + name
-		r.paths[name] = path
+	f := r.files[name]
+	if f == nil {
+		f = &procFile{path: r.proc + "/" + name, fd: -1}
+		r.files[name] = f
 	}
 	if r.buf == nil {
 		r.buf = make([]byte, 16<<10)
 	}
-	// procfs files open and read without blocking: raw system calls (see
-	// package rawsys).
-	fd, err := rawsys.Open(path, 0)
-	if err != nil {
-		return nil, path, fmt.Errorf("open %s: %w", path, err)
+	if f.fd < 0 {
+		// procfs files open and read without blocking: raw system calls
+		// (see package rawsys).
+		fd, err := rawsys.Open(f.path, 0)
+		if err != nil {
+			return nil, f.path, fmt.Errorf("open %s: %w", f.path, err)
+		}
+		f.fd = fd
 	}
-	defer rawsys.Close(fd)
 	n := 0
 	for {
 		if n == len(r.buf) {
 			r.buf = append(r.buf, make([]byte, len(r.buf))...)
 		}
-		m, err := rawsys.Read(fd, r.buf[n:])
+		m, err := rawsys.Pread(f.fd, r.buf[n:], int64(n))
 		if err != nil {
-			return nil, path, fmt.Errorf("read %s: %w", path, err)
+			rawsys.Close(f.fd)
+			f.fd = -1
+			return nil, f.path, fmt.Errorf("read %s: %w", f.path, err)
 		}
 		if m == 0 {
-			return r.buf[:n], path, nil
+			return r.buf[:n], f.path, nil
 		}
 		n += m
 	}

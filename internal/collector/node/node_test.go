@@ -79,3 +79,42 @@ func TestRead_Failures(t *testing.T) {
 		})
 	}
 }
+
+// TestRead_KeptFilesReadAfresh reads through the files kept open between
+// cycles: a later Read sees the current content, and a failed read is
+// followed by a new open.
+func TestRead_KeptFilesReadAfresh(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "proc")
+	if err := os.CopyFS(dir, os.DirFS("../testdata/proc")); err != nil {
+		t.Fatal(err)
+	}
+	r := NewReader(Options{ProcRoot: dir, Statfs: fixedStatfs})
+	defer r.Close()
+	var st Stats
+	if err := r.Read(&st); err != nil {
+		t.Fatal(err)
+	}
+	loadavg := filepath.Join(dir, "loadavg")
+	if err := os.WriteFile(loadavg, []byte("7.25 0.45 0.18 1/86 6325\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Read(&st); err != nil || st.Load[0] != 7.25 {
+		t.Fatalf("load1 %v (err %v), want 7.25 from the rewritten file", st.Load[0], err)
+	}
+
+	// The kept descriptor fails (as after the file was closed under it):
+	// that cycle reports the error, the next opens the file again.
+	f := r.files["loadavg"]
+	if f == nil || f.fd < 0 {
+		t.Fatal("loadavg not kept open")
+	}
+	if err := syscall.Close(f.fd); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Read(&st); err == nil {
+		t.Error("a failed read reported no error")
+	}
+	if err := r.Read(&st); err != nil || st.Load[0] != 7.25 {
+		t.Errorf("load1 %v (err %v) after reopening, want 7.25", st.Load[0], err)
+	}
+}
