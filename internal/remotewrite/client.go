@@ -110,10 +110,18 @@ func (c *Client) Send(ctx context.Context, body []byte) error {
 	}
 	defer c.bufs.Put(bp)
 	*bp = Compress((*bp)[:0], body, c.encoding)
-	return c.post(ctx, *bp)
+	return c.post(ctx, *bp, c.encoding)
 }
 
-func (c *Client) post(ctx context.Context, compressed []byte) error {
+// SendSnappy posts compressed, a WriteRequest compressed already with
+// snappy (the spec's encoding, whatever the client's Encoding), as Send
+// does. A caller that holds requests compressed, or retries them, saves
+// compressing them again.
+func (c *Client) SendSnappy(ctx context.Context, compressed []byte) error {
+	return c.post(ctx, compressed, "snappy")
+}
+
+func (c *Client) post(ctx context.Context, compressed []byte, encoding string) error {
 	rctx := ctx
 	if c.timeout > 0 {
 		var cancel context.CancelFunc
@@ -125,7 +133,7 @@ func (c *Client) post(ctx context.Context, compressed []byte) error {
 		return fmt.Errorf("build remote-write request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/x-protobuf")
-	req.Header.Set("Content-Encoding", c.encoding)
+	req.Header.Set("Content-Encoding", encoding)
 	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
 	req.Header.Set("User-Agent", c.ua)
 	if c.token != "" {

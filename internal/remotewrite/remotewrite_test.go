@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/golang/snappy"
 )
 
 func testRequest() []byte {
@@ -46,17 +47,28 @@ func TestClientServerRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			check := func(how, wantEnc string) {
+				t.Helper()
+				if !bytes.Equal(got, body) {
+					t.Fatalf("%s: server decoded %x, want %x", how, got, body)
+				}
+				for k, want := range map[string]string{"Content-Encoding": wantEnc, "Authorization": "Bearer s3cret", "X-Scope-OrgID": "retail", "Content-Type": "application/x-protobuf"} {
+					if g := gotHeaders.Get(k); g != want {
+						t.Errorf("%s: header %s = %q, want %q", how, k, g, want)
+					}
+				}
+			}
 			if err := c.Send(context.Background(), body); err != nil {
 				t.Fatalf("Send: %v", err)
 			}
-			if !bytes.Equal(got, body) {
-				t.Fatalf("server decoded %x, want %x", got, body)
+			check("Send", enc)
+			// SendSnappy posts a body compressed by the caller, with
+			// snappy whatever the client's encoding.
+			got = nil
+			if err := c.SendSnappy(context.Background(), snappy.Encode(nil, body)); err != nil {
+				t.Fatalf("SendSnappy: %v", err)
 			}
-			for k, want := range map[string]string{"Content-Encoding": enc, "Authorization": "Bearer s3cret", "X-Scope-OrgID": "retail", "Content-Type": "application/x-protobuf"} {
-				if g := gotHeaders.Get(k); g != want {
-					t.Errorf("header %s = %q, want %q", k, g, want)
-				}
-			}
+			check("SendSnappy", "snappy")
 		})
 	}
 }

@@ -4,9 +4,10 @@
 //
 // The buffer is in memory on purpose: a till that reboots during a relay
 // outage loses at most the buffered minutes, and the relay is the durable
-// tier. Requests that wait behind others are held snappy-compressed, so the
-// default 8 MiB holds hours of a 400-series till (see the package
-// collector's doc for the measured figures). When a new request does not
+// tier. Requests are snappy-compressed as they are enqueued, as they go on
+// the wire, so the default 8 MiB holds hours of a till's requests (see the
+// package collector's doc for the measured figures) and a request is
+// compressed once however often it is retried. When a new request does not
 // fit, the oldest are dropped first and counted.
 //
 // Delivery follows the remote-write spec: a network error, 5xx or 429 is
@@ -17,7 +18,6 @@
 package sender
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -35,11 +35,11 @@ import (
 // ErrInvalidOption is wrapped by every error about a bad [Options] field.
 var ErrInvalidOption = errors.New("invalid option")
 
-// Client sends one marshaled WriteRequest. *remotewrite.Client implements
-// it; its errors are classified with errors.As against
+// Client sends one snappy-compressed WriteRequest. *remotewrite.Client
+// implements it; its errors are classified with errors.As against
 // *remotewrite.RecoverableError.
 type Client interface {
-	Send(ctx context.Context, body []byte) error
+	SendSnappy(ctx context.Context, compressed []byte) error
 }
 
 var _ Client = (*remotewrite.Client)(nil)
@@ -47,8 +47,7 @@ var _ Client = (*remotewrite.Client)(nil)
 // Options configures a [Sender]. The zero value of each field means its
 // default.
 type Options struct {
-	// MaxBytes bounds the buffer (bytes as held, compressed when waiting);
-	// default 8 MiB.
+	// MaxBytes bounds the buffer (compressed bytes); default 8 MiB.
 	MaxBytes int
 	// MinBackoff is the first retry delay; default 1s. Each failure doubles
 	// it up to MaxBackoff (default 1 min); the wait is drawn uniformly from
@@ -72,9 +71,8 @@ const (
 )
 
 type entry struct {
-	data       []byte
-	compressed bool
-	samples    int
+	data    []byte // snappy
+	samples int
 }
 
 // Sender owns the buffer and the send loop. Enqueue is safe for concurrent
@@ -84,16 +82,13 @@ type Sender struct {
 	opts   Options
 	log    *slog.Logger
 
-	mu      sync.Mutex
-	queue   []entry // oldest first
-	bytes   int
-	failing bool // the last send attempt failed: new requests are compressed
-	wake    chan struct{}
+	mu    sync.Mutex
+	queue []entry // oldest first
+	bytes int
+	wake  chan struct{}
 
-	free    [][]byte // uncompressed bodies already sent, for reuse; s.mu
-	enc     []byte   // Enqueue's snappy output before it is copied; s.mu
-	scratch []byte   // Run's and Flush's decode buffer
-	runEnc  []byte   // requeue's snappy output before it is copied
+	free [][]byte // buffers of sent entries, for reuse; s.mu
+	enc  []byte   // Enqueue's snappy output before it is copied; s.mu
 
 	lastRejectLog, lastRetryLog time.Time
 	suppressedRejects           int
@@ -157,28 +152,26 @@ func New(client Client, opts Options) (*Sender, error) {
 	return s, nil
 }
 
-// maxFree bounds the sent bodies kept for reuse: one being sent, one being
-// enqueued.
+// maxFree bounds the buffers of sent entries kept for reuse: while the
+// relay answers, one is being sent and one enqueued.
 const maxFree = 2
 
-// Enqueue copies body, a marshaled WriteRequest holding samples samples,
-// into the buffer, dropping the oldest requests if it does not fit. A body
-// that goes out next is copied into a buffer of an earlier, sent one; a
-// body that waits is held compressed, in a slice of its exact size.
+// Enqueue compresses body, a marshaled WriteRequest holding samples
+// samples, into the buffer, dropping the oldest requests if it does not
+// fit. The compressed request goes into the buffer of an earlier, sent one
+// when there is one large enough.
 func (s *Sender) Enqueue(body []byte, samples int) {
 	s.mu.Lock()
-	e := entry{samples: samples}
-	if s.failing || len(s.queue) > 0 {
-		s.enc = snappy.Encode(s.enc[:cap(s.enc)], body)
-		e.data, e.compressed = bytes.Clone(s.enc), true
-	} else {
-		var buf []byte
-		if n := len(s.free); n > 0 {
-			buf, s.free[n-1] = s.free[n-1], nil
-			s.free = s.free[:n-1]
+	s.enc = snappy.Encode(s.enc[:cap(s.enc)], body)
+	var buf []byte
+	for i := len(s.free) - 1; i >= 0; i-- {
+		if cap(s.free[i]) >= len(s.enc) {
+			buf = s.free[i]
+			s.free = append(s.free[:i], s.free[i+1:]...)
+			break
 		}
-		e.data = append(buf[:0], body...)
 	}
+	e := entry{data: append(buf[:0], s.enc...), samples: samples}
 	s.makeRoom(len(e.data))
 	if len(e.data) <= s.opts.MaxBytes {
 		s.queue = append(s.queue, e)
@@ -196,9 +189,6 @@ func (s *Sender) Enqueue(body []byte, samples int) {
 
 // release keeps e's buffer for a later Enqueue once e is done with.
 func (s *Sender) release(e entry) {
-	if e.compressed {
-		return // sized for its content; a body is larger
-	}
 	s.mu.Lock()
 	if len(s.free) < maxFree {
 		s.free = append(s.free, e.data)
@@ -242,18 +232,12 @@ func (s *Sender) pop() (entry, bool) {
 	return e, true
 }
 
-// requeue puts e back at the head after a recoverable failure, compressed,
-// unless newer requests filled its room meanwhile (then it is the oldest
-// and is dropped).
+// requeue puts e back at the head after a recoverable failure, unless
+// newer requests filled its room meanwhile (then it is the oldest and is
+// dropped).
 func (s *Sender) requeue(e entry) {
-	if !e.compressed {
-		s.runEnc = snappy.Encode(s.runEnc[:cap(s.runEnc)], e.data)
-		s.release(e)
-		e.data, e.compressed = bytes.Clone(s.runEnc), true
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.failing = true
 	if s.bytes+len(e.data) > s.opts.MaxBytes {
 		s.drop(ReasonBufferFull, e.samples)
 		return
@@ -295,9 +279,6 @@ func (s *Sender) Run(ctx context.Context) error {
 				s.log.Info("relay reachable again", "backlog_requests", s.Len())
 			}
 			attempt = 0
-			s.mu.Lock()
-			s.failing = false
-			s.mu.Unlock()
 		case ctx.Err() != nil:
 			s.requeue(e)
 			return nil
@@ -323,21 +304,7 @@ func (s *Sender) Run(ctx context.Context) error {
 }
 
 func (s *Sender) send(ctx context.Context, e entry) error {
-	body := e.data
-	if e.compressed {
-		var err error
-		n, err := snappy.DecodedLen(e.data)
-		if err != nil {
-			return fmt.Errorf("decode buffered request: %w", err)
-		}
-		if cap(s.scratch) < n {
-			s.scratch = make([]byte, n)
-		}
-		if body, err = snappy.Decode(s.scratch[:n], e.data); err != nil {
-			return fmt.Errorf("decode buffered request: %w", err)
-		}
-	}
-	if err := s.client.Send(ctx, body); err != nil {
+	if err := s.client.SendSnappy(ctx, e.data); err != nil {
 		return err
 	}
 	s.sentRequests.Inc()

@@ -314,7 +314,7 @@ type scriptedClient struct {
 	times []time.Time
 }
 
-func (c *scriptedClient) Send(ctx context.Context, body []byte) error {
+func (c *scriptedClient) SendSnappy(ctx context.Context, compressed []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.times = append(c.times, time.Now())
@@ -403,23 +403,32 @@ func TestSender_ShutdownWithRelayDown_DropsAndCounts(t *testing.T) {
 	})
 }
 
-func TestSender_BufferedRequestsAreCompressed(t *testing.T) {
+func TestSender_RequestsAreHeldCompressed(t *testing.T) {
 	c := &scriptedClient{}
 	s, err := New(c, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	big := bytes.Repeat([]byte(strings.Repeat("container_memory_usage_bytes", 4)), 200)
-	s.Enqueue(big, 1) // head: held as is, it goes out next
-	s.Enqueue(big, 1) // backlog: compressed
+	s.Enqueue(big, 1)
+	s.Enqueue(big, 1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.queue[0].compressed || !s.queue[1].compressed || len(s.queue[1].data) >= len(big)/4 {
-		t.Errorf("head compressed %v, backlog compressed %v (%d of %d bytes)", s.queue[0].compressed, s.queue[1].compressed, len(s.queue[1].data), len(big))
+	for i, e := range s.queue {
+		got, err := snappy.Decode(nil, e.data)
+		if err != nil || !bytes.Equal(got, big) {
+			t.Fatalf("entry %d does not decode to the body (err %v)", i, err)
+		}
+		if len(e.data) >= len(big)/4 {
+			t.Errorf("entry %d holds %d bytes for a body of %d", i, len(e.data), len(big))
+		}
+		// The buffer bound counts len; what is held must not be much more
+		// (snappy.Encode(nil, ...) returns a slice of a MaxEncodedLen buffer).
+		if cap(e.data) > 2*len(e.data) {
+			t.Errorf("entry %d holds %d bytes of capacity for %d of data", i, cap(e.data), len(e.data))
+		}
 	}
-	// The buffer bound counts len; what is held must not be much more
-	// (snappy.Encode(nil, ...) returns a slice of a MaxEncodedLen buffer).
-	if e := s.queue[1]; cap(e.data) > 2*len(e.data) {
-		t.Errorf("backlog entry holds %d bytes of capacity for %d of data", cap(e.data), len(e.data))
+	if s.bytes != 2*len(s.queue[0].data) {
+		t.Errorf("buffer counts %d bytes, want the compressed %d", s.bytes, 2*len(s.queue[0].data))
 	}
 }
