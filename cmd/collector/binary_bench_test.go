@@ -39,11 +39,12 @@ import (
 // cpu-ms/cycle is the process's CPU time per cycle from the sum of
 // /proc/<pid>/task/*/schedstat (nanosecond resolution) over the measured
 // cycles; tick-cpu-ms/cycle is the same from /proc/<pid>/stat utime+stime
-// (10 ms ticks, a cross-check). rss-MiB is VmHWM at the end, anon-MiB
-// RssAnon. switches/cycle counts the times the process's threads were
-// switched onto a CPU (the third schedstat field), steadier than the CPU
-// time on a shared VM. The first cycles (label interning, container
-// inspects) are not measured.
+// (10 ms ticks, a cross-check). rss-MiB is the peak resident memory
+// (VmHWM), rss-end-MiB the resident memory at the end (VmRSS), anon-MiB
+// its anonymous part (RssAnon). switches/cycle counts the times the
+// process's threads were switched onto a CPU (the third schedstat field),
+// steadier than the CPU time on a shared VM. The first cycles (label
+// interning, container inspects) are not measured.
 //
 // TILLPIPE_BENCH_INTERVAL sets -interval (default 1s). At the production
 // 15s, 20 cycles take five minutes:
@@ -54,7 +55,7 @@ import (
 // TILLPIPE_BENCH_COLLECTOR names a prebuilt binary to measure instead (an
 // older build, for a before/after comparison; run only
 // 'BenchmarkBinaryCycle/containers=30/defaults' when it lacks -max-procs
-// and -gc-percent).
+// or -gc-budget).
 func BenchmarkBinaryCycle(b *testing.B) {
 	bin := os.Getenv("TILLPIPE_BENCH_COLLECTOR")
 	if bin == "" {
@@ -65,10 +66,10 @@ func BenchmarkBinaryCycle(b *testing.B) {
 			name string
 			args []string
 		}{
-			{"defaults", nil}, // -max-procs 1 -gc-percent 50
+			{"defaults", nil}, // -max-procs 1 -gc-budget 512 KiB
 			{"max-procs=0", []string{"-max-procs", "0"}},
-			{"gc-percent=0", []string{"-gc-percent", "0"}},
-			{"go_defaults", []string{"-max-procs", "0", "-gc-percent", "0"}},
+			{"gc-budget=0", []string{"-gc-budget", "0"}}, // the runtime paces, GOGC 50
+			{"go_defaults", []string{"-max-procs", "0", "-gc-budget", "0", "-gc-percent", "0"}},
 		} {
 			b.Run(bc.name, func(b *testing.B) { benchBinary(b, bin, bc.args) })
 		}
@@ -158,6 +159,7 @@ func benchBinary(b *testing.B, bin string, extra []string) {
 	b.ReportMetric(float64(ticks.Microseconds())/1e3/n, "tick-cpu-ms/cycle")
 	b.ReportMetric(float64(sw)/n, "switches/cycle")
 	b.ReportMetric(float64(status["VmHWM"])/1024, "rss-MiB")
+	b.ReportMetric(float64(status["VmRSS"])/1024, "rss-end-MiB")
 	b.ReportMetric(float64(status["RssAnon"])/1024, "anon-MiB")
 	b.ReportMetric(float64(relay.series.Load()), "series/cycle")
 }

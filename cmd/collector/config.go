@@ -41,13 +41,25 @@ type Config struct {
 	Once           bool          `env:"ONCE"`
 	LogLevel       string        `env:"LOG_LEVEL" envDefault:"info"`
 	LogFormat      string        `env:"LOG_FORMAT" envDefault:"json"`
-	// MaxProcs and GCPercent set GOMAXPROCS and GOGC unless those
-	// variables are set; 0 keeps Go's default. The collector does one
-	// thing at a time: one P spares the thread hand-offs (see package
-	// collector's footprint figures), and GOGC 50 a MiB of heap.
-	MaxProcs  int `env:"MAX_PROCS" envDefault:"1"`
+	// MaxProcs sets GOMAXPROCS unless that variable is set; 0 keeps Go's
+	// default. The collector does one thing at a time: one P spares the
+	// thread hand-offs (see package collector's footprint figures).
+	MaxProcs int `env:"MAX_PROCS" envDefault:"1"`
+	// GCBudget, unless GOGC is set, turns the runtime's GC pacing off and
+	// collects after a cycle once that many bytes were allocated since the
+	// last collection (collector.AgentOptions.GCBudget), with GOMEMLIMIT
+	// (unless set) at gcMemoryLimit as a backstop. 0 leaves the pacing to
+	// the runtime, at GCPercent.
+	GCBudget int64 `env:"GC_BUDGET" envDefault:"524288"`
+	// GCPercent sets GOGC, unless that variable is set, when GCBudget is 0;
+	// 0 keeps Go's default. GOGC 50 saves a MiB of heap.
 	GCPercent int `env:"GC_PERCENT" envDefault:"50"`
 }
+
+// gcMemoryLimit is the memory limit set with GCBudget: far above the
+// collector's few MiB, it bounds the heap should a cycle allocate without
+// end between two of the agent's collections.
+const gcMemoryLimit = 64 << 20
 
 // loadConfig parses the environment seen through getenv, then args.
 func loadConfig(args []string, getenv func(string) string) (Config, error) {
@@ -72,7 +84,8 @@ func loadConfig(args []string, getenv func(string) string) (Config, error) {
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "json or text")
 	fs.IntVar(&cfg.MaxProcs, "max-procs", cfg.MaxProcs, "GOMAXPROCS unless that variable is set; 0: Go's default")
-	fs.IntVar(&cfg.GCPercent, "gc-percent", cfg.GCPercent, "GOGC unless that variable is set; 0: Go's default")
+	fs.Int64Var(&cfg.GCBudget, "gc-budget", cfg.GCBudget, "collect garbage after a cycle once this many bytes were allocated since the last collection, instead of the runtime's pacing (unless GOGC is set); 0: the runtime paces, at -gc-percent")
+	fs.IntVar(&cfg.GCPercent, "gc-percent", cfg.GCPercent, "GOGC when -gc-budget is 0, unless that variable is set; 0: Go's default")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -105,24 +118,38 @@ func (c *Config) Validate() error {
 		return &ConfigError{Field: "max-procs", Err: fmt.Errorf("%d is negative", c.MaxProcs)}
 	case c.GCPercent < 0:
 		return &ConfigError{Field: "gc-percent", Err: fmt.Errorf("%d is negative", c.GCPercent)}
+	case c.GCBudget < 0:
+		return &ConfigError{Field: "gc-budget", Err: fmt.Errorf("%d is negative", c.GCBudget)}
 	}
 	return nil
 }
 
-// tuneRuntime applies MaxProcs and GCPercent where the Go runtime's own
-// variables are not set, and returns a func restoring the previous values.
-func (c *Config) tuneRuntime(getenv func(string) string) (restore func()) {
-	procs, gc := runtime.GOMAXPROCS(0), -2
+// tuneRuntime applies MaxProcs, GCBudget and GCPercent where the Go
+// runtime's own variables are not set. It returns the budget the agent is
+// to pace the GC with (0: the runtime paces) and a func restoring the
+// previous settings.
+func (c *Config) tuneRuntime(getenv func(string) string) (gcBudget int64, restore func()) {
+	procs, gc, limit := runtime.GOMAXPROCS(0), -2, int64(-1)
 	if c.MaxProcs > 0 && getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(c.MaxProcs)
 	}
-	if c.GCPercent > 0 && getenv("GOGC") == "" {
+	switch {
+	case getenv("GOGC") != "":
+	case c.GCBudget > 0:
+		gcBudget, gc = c.GCBudget, debug.SetGCPercent(-1)
+		if getenv("GOMEMLIMIT") == "" {
+			limit = debug.SetMemoryLimit(gcMemoryLimit)
+		}
+	case c.GCPercent > 0:
 		gc = debug.SetGCPercent(c.GCPercent)
 	}
-	return func() {
+	return gcBudget, func() {
 		runtime.GOMAXPROCS(procs)
 		if gc != -2 {
 			debug.SetGCPercent(gc)
+		}
+		if limit >= 0 {
+			debug.SetMemoryLimit(limit)
 		}
 	}
 }

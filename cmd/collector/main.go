@@ -45,7 +45,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return &ConfigError{Field: "log-level", Err: err}
 	}
 	slog.SetDefault(logger)
-	defer cfg.tuneRuntime(getenv)()
+	gcBudget, restore := cfg.tuneRuntime(getenv)
+	defer restore()
 	if cfg.Device == "" {
 		if cfg.Device, err = os.Hostname(); err != nil {
 			return fmt.Errorf("get hostname for device: %w", err)
@@ -72,7 +73,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
-	agent, err := collector.NewAgent(col, snd.Enqueue, collector.AgentOptions{Interval: cfg.Interval, Device: cfg.Device, Logger: logger})
+	agent, err := collector.NewAgent(col, snd.Enqueue, collector.AgentOptions{Interval: cfg.Interval, Device: cfg.Device, Logger: logger, GCBudget: gcBudget})
 	if err != nil {
 		return err
 	}

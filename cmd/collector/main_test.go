@@ -200,27 +200,34 @@ func TestRun_SamplesAndSendsToRelay(t *testing.T) {
 func TestConfig_TuneRuntime(t *testing.T) {
 	procs, gc := runtime.GOMAXPROCS(0), debug.SetGCPercent(100)
 	debug.SetGCPercent(gc)
+	limit := debug.SetMemoryLimit(-1)
 	for _, tc := range []struct {
 		name              string
 		env               map[string]string
 		cfg               Config
 		wantProcs, wantGC int
+		wantLimit         int64
+		wantBudget        int64
 	}{
-		{"applied_when_go_variables_unset", nil, Config{MaxProcs: 1, GCPercent: 50}, 1, 50},
-		{"go_variables_win", map[string]string{"GOMAXPROCS": "3", "GOGC": "200"}, Config{MaxProcs: 1, GCPercent: 50}, procs, gc},
-		{"zero_keeps_go_defaults", nil, Config{}, procs, gc},
+		{"budget_turns_gogc_off", nil, Config{MaxProcs: 1, GCBudget: 1 << 19, GCPercent: 50}, 1, -1, gcMemoryLimit, 1 << 19},
+		{"budget_keeps_gomemlimit", map[string]string{"GOMEMLIMIT": "1GiB"}, Config{GCBudget: 1 << 19}, procs, -1, limit, 1 << 19},
+		{"gc_percent_without_budget", nil, Config{MaxProcs: 1, GCPercent: 50}, 1, 50, limit, 0},
+		{"go_variables_win", map[string]string{"GOMAXPROCS": "3", "GOGC": "200"}, Config{MaxProcs: 1, GCBudget: 1 << 19, GCPercent: 50}, procs, gc, limit, 0},
+		{"zero_keeps_go_defaults", nil, Config{}, procs, gc, limit, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			restore := tc.cfg.tuneRuntime(envOf(tc.env))
+			budget, restore := tc.cfg.tuneRuntime(envOf(tc.env))
 			gotProcs := runtime.GOMAXPROCS(0)
 			gotGC := debug.SetGCPercent(-1)
 			debug.SetGCPercent(gotGC)
+			gotLimit := debug.SetMemoryLimit(-1)
 			restore()
-			if gotProcs != tc.wantProcs || gotGC != tc.wantGC {
-				t.Errorf("GOMAXPROCS %d, GOGC %d; want %d, %d", gotProcs, gotGC, tc.wantProcs, tc.wantGC)
+			if gotProcs != tc.wantProcs || gotGC != tc.wantGC || gotLimit != tc.wantLimit || budget != tc.wantBudget {
+				t.Errorf("GOMAXPROCS %d, GOGC %d, memory limit %d, budget %d; want %d, %d, %d, %d",
+					gotProcs, gotGC, gotLimit, budget, tc.wantProcs, tc.wantGC, tc.wantLimit, tc.wantBudget)
 			}
-			if p, g := runtime.GOMAXPROCS(0), debug.SetGCPercent(gc); p != procs || g != gc {
-				t.Errorf("not restored: GOMAXPROCS %d, GOGC %d; want %d, %d", p, g, procs, gc)
+			if p, g, l := runtime.GOMAXPROCS(0), debug.SetGCPercent(gc), debug.SetMemoryLimit(-1); p != procs || g != gc || l != limit {
+				t.Errorf("not restored: GOMAXPROCS %d, GOGC %d, memory limit %d; want %d, %d, %d", p, g, l, procs, gc, limit)
 			}
 		})
 	}

@@ -18,6 +18,12 @@ type AgentOptions struct {
 	Device string
 	// Logger nil discards.
 	Logger *slog.Logger
+	// GCBudget, when positive, makes the agent pace the garbage collector:
+	// after a cycle that brought the bytes allocated since the last
+	// collection to GCBudget, it collects and returns the freed memory to
+	// the OS. The caller turns the runtime's own pacing off (GOGC=off,
+	// debug.SetGCPercent(-1)), best with a memory limit as a backstop.
+	GCBudget int64
 }
 
 // Agent samples a [Collector] every interval, aligned to the wall clock plus
@@ -31,6 +37,7 @@ type Agent struct {
 	log      *slog.Logger
 
 	body []byte
+	gc   *gcPacer     // nil: the runtime paces the GC
 	last atomic.Int64 // unix nanoseconds of the last finished cycle
 }
 
@@ -51,6 +58,7 @@ func NewAgent(col *Collector, enqueue func(body []byte, samples int), opts Agent
 		a.log = slog.New(slog.DiscardHandler)
 	}
 	a.offset = Offset(opts.Device, a.interval)
+	a.gc = newGCPacer(opts.GCBudget)
 	return a, nil
 }
 
@@ -86,6 +94,7 @@ func (a *Agent) Cycle(ctx context.Context, now time.Time) {
 	var n int
 	a.body, n = a.col.AppendWriteRequest(ctx, a.body[:0], now)
 	a.enqueue(a.body, n)
+	a.gc.afterCycle()
 	a.last.Store(time.Now().UnixNano())
 }
 

@@ -5,6 +5,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"runtime/metrics"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -199,4 +201,38 @@ func gather(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// TestAgent_GCBudget runs cycles with the runtime's pacing off, as the
+// collector binary does: the agent collects once the bytes allocated since
+// the last collection reach its budget, and not before.
+func TestAgent_GCBudget(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	gcs := func() uint64 {
+		s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	c := newFixtureCollector(t, "testdata/cgroup/v2-docker", "")
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		budget  int64
+		collect bool
+	}{
+		{"under_budget", 1 << 30, false},
+		{"budget_spent", 1, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := NewAgent(c, func([]byte, int) {}, AgentOptions{Device: "till-042", GCBudget: tc.budget})
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := gcs()
+			a.Cycle(ctx, fixtureTime)
+			if got := gcs() - before; (got > 0) != tc.collect {
+				t.Errorf("%d collections in a cycle with budget %d, want any: %v", got, tc.budget, tc.collect)
+			}
+		})
+	}
 }
