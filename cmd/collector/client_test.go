@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -72,7 +73,11 @@ func TestConfigClient_MutualTLSAndToken(t *testing.T) {
 		wantErr string
 	}{
 		{"client_cert_and_token", Config{CAFile: caFile, CertFile: certFile, KeyFile: keyFile, TokenFile: tokenFile}, ""},
-		{"no_client_cert", Config{CAFile: caFile, TokenFile: tokenFile}, "certificate"},
+		// Under TLS 1.3 the client's handshake completes before the server
+		// checks its certificate: the server's alert ("certificate
+		// required") races the request's write, which sees the server's
+		// reset instead in about one run in twenty.
+		{"no_client_cert", Config{CAFile: caFile, TokenFile: tokenFile}, "certificate|connection reset by peer"},
 		{"unknown_ca", Config{CAFile: otherCA, CertFile: certFile, KeyFile: keyFile, TokenFile: tokenFile}, "certificate"},
 		{"no_token", Config{CAFile: caFile, CertFile: certFile, KeyFile: keyFile}, "401"},
 	} {
@@ -100,7 +105,7 @@ func TestConfigClient_MutualTLSAndToken(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			if err == nil || !slices.ContainsFunc(strings.Split(tc.wantErr, "|"), func(w string) bool { return strings.Contains(err.Error(), w) }) {
 				t.Errorf("Send: %v, want an error mentioning %q", err, tc.wantErr)
 			}
 			if tc.name == "no_token" && remotewrite.IsRecoverable(err) {
