@@ -40,6 +40,10 @@ func discover(t *testing.T, r *Reader, scope Scope) map[string]*Container {
 
 func TestDiscover_NotEngineKeepsTheEngineSubtrees(t *testing.T) {
 	root := copyTree(t, "v2-docker")
+	// Kubernetes' systemd subtree exists; its cgroupfs one does not.
+	if err := os.MkdirAll(filepath.Join(root, "kubepods.slice", "kubepods-besteffort.slice"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	r, err := New(Options{Root: root})
 	if err != nil {
 		t.Fatal(err)
@@ -67,6 +71,17 @@ func TestDiscover_NotEngineKeepsTheEngineSubtrees(t *testing.T) {
 	}
 	if got := discover(t, r, All); got[newDocker] == nil || len(got) != 5 {
 		t.Errorf("All found %d containers (new one: %v), want 5", len(got), got[newDocker] != nil)
+	}
+
+	// A subtree missing at the last All is not looked for by NotEngine.
+	const cgroupfsPod = "kubepods/besteffort/pod0a9b8c7d-6e5f-4a3b-2c1d-0e9f8a7b6c5d/3333333333333333333333333333333333333333333333333333333333333333"
+	cloneCgroup(t, root, posRel, cgroupfsPod)
+	if got := discover(t, r, NotEngine); got[cgroupfsPod] != nil || len(got) != 5 {
+		t.Errorf("NotEngine found %d containers (in the subtree missing before: %v), want the 5 of the last All",
+			len(got), got[cgroupfsPod] != nil)
+	}
+	if got := discover(t, r, All); got[cgroupfsPod] == nil || len(got) != 6 {
+		t.Errorf("All found %d containers (the new subtree's: %v), want 6", len(got), got[cgroupfsPod] != nil)
 	}
 
 	// A container removed since the last listing is still returned, and

@@ -167,6 +167,7 @@ type Reader struct {
 	containers map[string]*Container // by Path
 	tops       []string              // topDirs under root
 	byTop      [][]*Container        // per topDirs entry, what its last listing found
+	missing    []bool                // per topDirs entry, absent at its last listing
 	w          watcher
 	names      []byte // subdirectory names, each after its length byte
 	path       []byte
@@ -179,7 +180,8 @@ func New(opts Options) (*Reader, error) {
 	if root == "" {
 		root = "/sys/fs/cgroup"
 	}
-	r := &Reader{containers: make(map[string]*Container), byTop: make([][]*Container, len(topDirs)), w: watcher{fd: -1}}
+	r := &Reader{containers: make(map[string]*Container), byTop: make([][]*Container, len(topDirs)),
+		missing: make([]bool, len(topDirs)), w: watcher{fd: -1}}
 	if exists(filepath.Join(root, "cgroup.controllers")) {
 		r.mode, r.root = ModeV2, root
 		r.w.init()
@@ -218,7 +220,10 @@ const (
 	// their containers' cgroups (system.slice, docker, machine.slice): their
 	// containers are those that the last listing of each found. It is for
 	// a caller that knows from the engine (its events) that its containers
-	// did not change since then. Kubernetes' subtrees are listed as with All.
+	// did not change since then. Kubernetes' subtrees are listed as with
+	// All, but one found missing is looked for again only by All (a
+	// till's engine may run Kubernetes pods too; k3s installed on a running
+	// till is seen within the caller's next All).
 	NotEngine
 )
 
@@ -242,8 +247,15 @@ func (r *Reader) Discover(dst []*Container, scope Scope) ([]*Container, error) {
 			dst = append(dst, r.byTop[i]...)
 			continue
 		}
+		if scope == NotEngine && r.missing[i] {
+			continue
+		}
 		start := len(dst)
-		if err := r.walk(top, r.tops[i], 0, &dst); err != nil && firstErr == nil {
+		err := r.walk(top, r.tops[i], 0, &dst)
+		if r.missing[i] = err == errNotExist; r.missing[i] {
+			err = nil
+		}
+		if err != nil && firstErr == nil {
 			firstErr = err
 		}
 		for _, c := range dst[start:] {
@@ -285,6 +297,12 @@ const maxDepth = 3
 func (r *Reader) walk(rel, dir string, depth int, dst *[]*Container) error {
 	var err error
 	r.names, err = r.readDirNames(dir, r.names[:0])
+	if err == errNotExist {
+		if depth == 0 {
+			return err // Discover notes the subtree missing
+		}
+		return nil // removed while listed
+	}
 	if err != nil {
 		return fmt.Errorf("list cgroup %s: %w", rel, err)
 	}
@@ -320,13 +338,13 @@ func (r *Reader) walk(rel, dir string, depth int, dst *[]*Container) error {
 
 // readDirNames appends the names of dir's subdirectories to dst, each as a
 // length byte and the name (a Linux file name is at most 255 bytes). The
-// cgroup's own files are skipped. A missing dir is no error. It reads the
+// cgroup's own files are skipped. A missing dir is errNotExist. It reads the
 // directory with getdents64 into a reused buffer, so a cycle allocates
 // nothing for directories already seen.
 func (r *Reader) readDirNames(dir string, dst []byte) ([]byte, error) {
 	fd, err := rawsys.Open(dir, syscall.O_DIRECTORY)
 	if err == syscall.ENOENT || err == syscall.ENOTDIR {
-		return dst, nil
+		return dst, errNotExist
 	}
 	if err != nil {
 		return dst, err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"syscall"
 
 	"tillpipe/internal/collector/rawsys"
@@ -110,22 +111,27 @@ func keyValue(line []byte) (key, value []byte) {
 	return line, nil
 }
 
-// flatKeyed calls fn for every "key value" line of a flat-keyed file
-// (cpu.stat, memory.stat, memory.events): the format documented in the
-// kernel's Documentation/admin-guide/cgroup-v2.rst, "Format".
-func flatKeyed(b []byte, path string, fn func(key []byte, v uint64)) error {
-	for len(b) > 0 {
+// flatKeyed calls fn for the lines of a flat-keyed file (cpu.stat,
+// memory.stat, memory.events: "key value" lines, the format documented in
+// the kernel's Documentation/admin-guide/cgroup-v2.rst, "Format") whose key
+// is one of keys. Only their values are parsed, and the scan stops once
+// each key was seen: memory.stat has about 50 lines, of which three are
+// read.
+func flatKeyed(b []byte, path string, keys []string, fn func(key []byte, v uint64)) error {
+	left := len(keys)
+	for len(b) > 0 && left > 0 {
 		var line []byte
 		line, b = nextLine(b)
-		if len(line) == 0 {
+		k, v := keyValue(line)
+		if !slices.Contains(keys, string(k)) {
 			continue
 		}
-		k, v := keyValue(line)
 		n, ok := parseUint(v)
 		if !ok {
 			return &ParseError{Path: path, Line: string(line)}
 		}
 		fn(k, n)
+		left--
 	}
 	return nil
 }

@@ -111,7 +111,7 @@ func (r *Reader) readOOMKills(c *Container, st *Stats) error {
 	}
 	if c.oomDue || c.wd < 0 {
 		var s Stats
-		err := r.readFlat(c, fileMemEvents, func(k []byte, v uint64) {
+		err := r.readFlat(c, fileMemEvents, oomKillKeys, func(k []byte, v uint64) {
 			if string(k) == "oom_kill" {
 				s.OOMKills, s.Has = v, FieldOOMKills
 			}
@@ -127,13 +127,24 @@ func (r *Reader) readOOMKills(c *Container, st *Stats) error {
 	return nil
 }
 
-func (r *Reader) readFlat(c *Container, slot int, fn func(key []byte, v uint64)) error {
+// readFlat reads the keys of a flat-keyed file (see flatKeyed).
+func (r *Reader) readFlat(c *Container, slot int, keys []string, fn func(key []byte, v uint64)) error {
 	b, err := r.fr.read(c, slot)
 	if err != nil {
 		return err
 	}
-	return flatKeyed(b, c.paths[slot], fn)
+	return flatKeyed(b, c.paths[slot], keys, fn)
 }
+
+// The keys read from the flat-keyed files.
+var (
+	cpuStatV2Keys   = []string{"usage_usec", "user_usec", "system_usec", "nr_throttled", "throttled_usec"}
+	memStatV2Keys   = []string{"anon", "file", "inactive_file"}
+	oomKillKeys     = []string{"oom_kill"} // v2 memory.events, v1 memory.oom_control
+	cpuAcctStatKeys = []string{"user", "system"}
+	cpuStatV1Keys   = []string{"nr_throttled", "throttled_time"}
+	memStatV1Keys   = []string{"total_rss", "total_cache", "total_inactive_file"}
+)
 
 func (r *Reader) readV2(c *Container, st *Stats) error {
 	var errs error
@@ -142,7 +153,7 @@ func (r *Reader) readV2(c *Container, st *Stats) error {
 			errs = err
 		}
 	}
-	note(r.readFlat(c, fileCPUStat, func(k []byte, v uint64) {
+	note(r.readFlat(c, fileCPUStat, cpuStatV2Keys, func(k []byte, v uint64) {
 		switch string(k) {
 		case "usage_usec":
 			st.CPUUsage, st.Has = float64(v)/1e6, st.Has|FieldCPUUsage
@@ -157,7 +168,7 @@ func (r *Reader) readV2(c *Container, st *Stats) error {
 		}
 	}))
 	note(r.readUint(c, fileMemCurrent, st, FieldMemUsage, &st.MemUsage))
-	note(r.readFlat(c, fileMemStat, func(k []byte, v uint64) {
+	note(r.readFlat(c, fileMemStat, memStatV2Keys, func(k []byte, v uint64) {
 		switch string(k) {
 		case "anon":
 			st.RSS, st.Has = v, st.Has|FieldRSS
@@ -227,7 +238,7 @@ func (r *Reader) readV1(c *Container, st *Stats) error {
 	} else {
 		note(err)
 	}
-	note(r.readFlat(c, fileCPUAcctStat, func(k []byte, v uint64) {
+	note(r.readFlat(c, fileCPUAcctStat, cpuAcctStatKeys, func(k []byte, v uint64) {
 		switch string(k) {
 		case "user":
 			st.CPUUser, st.Has = float64(v)/userHZ, st.Has|FieldCPUUser
@@ -235,7 +246,7 @@ func (r *Reader) readV1(c *Container, st *Stats) error {
 			st.CPUSystem, st.Has = float64(v)/userHZ, st.Has|FieldCPUSystem
 		}
 	}))
-	note(r.readFlat(c, fileCPUStat, func(k []byte, v uint64) {
+	note(r.readFlat(c, fileCPUStat, cpuStatV1Keys, func(k []byte, v uint64) {
 		switch string(k) {
 		case "nr_throttled":
 			st.ThrottledPeriods, st.Has = v, st.Has|FieldThrottledPeriods
@@ -244,7 +255,7 @@ func (r *Reader) readV1(c *Container, st *Stats) error {
 		}
 	}))
 	note(r.readUint(c, fileMemCurrent, st, FieldMemUsage, &st.MemUsage))
-	note(r.readFlat(c, fileMemStat, func(k []byte, v uint64) {
+	note(r.readFlat(c, fileMemStat, memStatV1Keys, func(k []byte, v uint64) {
 		switch string(k) {
 		case "total_rss":
 			st.RSS, st.Has = v, st.Has|FieldRSS
