@@ -217,35 +217,38 @@
 // it is interned and each cycle copies it into the WriteRequest
 // (AppendWriteRequest; byte-identical to prompb's marshaler); series are
 // found through the emit order of the previous cycle, without hashing;
-// cgroup files stay open and are re-read with one raw pread each;
-// directories are listed with raw getdents64 into a reused buffer; the
-// container list is requested only after a container event (or once in 20
-// cycles, or every cycle without an event stream), parsed with a reused
-// fastjson parser into reused entries, and containers are inspected only
-// when their list State/Status changes; the sender reuses the buffer of
-// the last sent body. What still allocates is one path conversion per
-// open(2) (13 per cycle, pinned by TestCycle_Allocs) and, on the cycles
-// that list, net/http's request machinery for the engine list.
+// cgroup and /proc files stay open and are re-read with raw preads, and
+// only the keys read are parsed; while the engine's event stream reports
+// no change, the engine's cgroup subtrees are not listed, memory.max is
+// not re-read and memory.events only after inotify said it changed; the
+// container list is requested only after a container event (or once in
+// 20 cycles, or every cycle without an event stream), parsed with a
+// reused fastjson parser into reused entries, and containers are
+// inspected only when their list State/Status changes; the sender
+// compresses the request once, into the buffer of the last sent one; the
+// agent collects garbage about once an hour instead of every two minutes.
+// What still allocates is net/http's request machinery for the relay POST
+// (and the engine list on the cycles that list) and, without an engine,
+// one path conversion per directory listed (TestCycle_Allocs).
 //
 // A soft memory limit does not help: GOMEMLIMIT=12MiB changed neither RSS
 // nor CPU (the runtime's mapped memory stays near 10.5 MiB, below it), and
 // with -buffer-max-bytes of backlog held during a relay outage a limit
-// that low would make the GC run continuously. The default GOGC 50 keeps
-// the heap goal at 3 MB instead of 4 MB; one P spares the thread wake-ups
-// of a program that does one thing at a time. GOMAXPROCS and GOGC, when
-// set, override -max-procs and -gc-percent.
+// that low would make the GC run continuously. One P spares the thread
+// wake-ups of a program that does one thing at a time. GOMAXPROCS and
+// GOGC, when set, override -max-procs and -gc-budget.
 //
-// Nor did pacing the GC ourselves (tried after the events pass, not kept):
-// GOGC off, which also stops the runtime's forced collection every two
-// minutes, and a collection after a cycle once the heap outgrew the goal
-// GOGC 50 sets (runtime/metrics /gc/heap/live and heap/objects). With GOGC
-// off the scavenger keeps memory up to the memory limit, so RSS rose to
-// 15.5 MiB (anon 6.0 against 5.1) with runtime.GC and stayed level only
-// with debug.FreeOSMemory; the CPU at 15 s, side by side with the events
-// build, was 1.34 against 1.50 ms in one run and 1.80-1.84 against 1.78 in
-// the next (a busy machine): no gain this benchmark can show.
+// Pacing the GC ourselves was first tried after the events pass and not
+// kept: GOGC off, which also stops the runtime's forced collection every
+// two minutes, and a collection after a cycle once the heap outgrew the
+// goal GOGC 50 sets. With GOGC off the scavenger keeps memory up to the
+// memory limit, so RSS rose to 15.5 MiB (anon 6.0 against 5.1) with
+// runtime.GC and stayed level only with debug.FreeOSMemory; side by side
+// at 15 s it was 1.34 against 1.50 ms in one run and 1.80-1.84 against
+// 1.78 in the next (a busy machine). The fifth pass below measured the
+// collection's share directly and kept it.
 //
-// A full send buffer adds up to -buffer-max-bytes (default 8 MiB): backlog
-// is held snappy-compressed in slices of its exact size, about 15 KB per
-// cycle here, so 8 MiB is about 550 cycles, 2.3 hours at 15 s.
+// A full send buffer adds up to -buffer-max-bytes (default 8 MiB): requests
+// are held snappy-compressed in slices of about their size, 15 KB per cycle
+// here, so 8 MiB is about 550 cycles, 2.3 hours at 15 s.
 package collector

@@ -17,7 +17,9 @@ import (
 type Options struct {
 	// ProcRoot is where procfs is mounted; default /proc.
 	ProcRoot string
-	// Statfs replaces syscall.Statfs (tests point it at fixtures).
+	// Statfs replaces statfs(2) (tests point it at fixtures). By default a
+	// local filesystem (localFSTypes) is asked with a raw system call and
+	// any other with syscall.Statfs (see package rawsys).
 	Statfs func(path string, buf *syscall.Statfs_t) error
 }
 
@@ -82,9 +84,6 @@ func NewReader(opts Options) *Reader {
 		r.proc = "/proc"
 	}
 	r.proc = strings.TrimSuffix(r.proc, "/")
-	if r.statfs == nil {
-		r.statfs = syscall.Statfs
-	}
 	return r
 }
 
@@ -385,6 +384,16 @@ func ignoredMount(mp string) bool {
 	return false
 }
 
+// localFSTypes are the filesystems whose statfs(2) answers from memory, so
+// it is made raw: a normal system call wakes the runtime's sysmon thread
+// from its deep sleep, and it then naps 20 µs at a time for the rest of the
+// cycle. Any other filesystem (nfs, cifs, fuse.*) may wait on a server and
+// gets a normal call, which stalls only the agent's goroutine.
+var localFSTypes = map[string]bool{
+	"ext2": true, "ext3": true, "ext4": true, "xfs": true, "btrfs": true, "f2fs": true,
+	"vfat": true, "exfat": true, "tmpfs": true, "overlay": true, "squashfs": true, "erofs": true,
+}
+
 // readFilesystems statfs()es the mounted filesystems listed in
 // <proc>/1/mounts (or <proc>/mounts). The mount table is parsed again only
 // when it changed.
@@ -405,7 +414,14 @@ func (r *Reader) readFilesystems(st *Stats) error {
 	var first error
 	sfs := &r.sfs // a field: passed to a func value, a local would escape
 	for _, m := range r.mounts {
-		if err := r.statfs(m.MountPoint, sfs); err != nil {
+		statfs := r.statfs
+		if statfs == nil {
+			statfs = syscall.Statfs
+			if localFSTypes[m.FSType] {
+				statfs = rawsys.Statfs
+			}
+		}
+		if err := statfs(m.MountPoint, sfs); err != nil {
 			if !errors.Is(err, syscall.EACCES) && !errors.Is(err, syscall.ENOENT) && first == nil {
 				first = fmt.Errorf("statfs %s: %w", m.MountPoint, err)
 			}

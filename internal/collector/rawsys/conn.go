@@ -12,8 +12,9 @@
 // Raw calls are only for what cannot block: files of procfs and cgroupfs,
 // directory listings there, and non-blocking sockets, whose reads and
 // writes return EAGAIN when not ready so that the goroutine waits in the
-// netpoller as net.Conn's does, deadlines included ([Conn]). statfs(2),
-// which can hang on a network filesystem, stays a normal system call.
+// netpoller as net.Conn's does, deadlines included ([Conn]). statfs(2) is
+// raw ([Statfs]) for local filesystems only: on a network filesystem it
+// can hang, and stays a normal system call there.
 package rawsys
 
 import (

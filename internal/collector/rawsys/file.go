@@ -69,3 +69,24 @@ func rw(trap uintptr, fd int, p []byte, offset int64) (int, error) {
 		return 0, errno
 	}
 }
+
+// Statfs fills buf for the filesystem holding path with a raw statfs(2),
+// retrying on EINTR. Only for local filesystems, whose statfs answers from
+// memory: a network filesystem's can wait on its server, and a raw call
+// would stall every goroutine of a one-P process meanwhile.
+func Statfs(path string, buf *syscall.Statfs_t) error {
+	p, err := syscall.BytePtrFromString(path)
+	if err != nil {
+		return err
+	}
+	for {
+		_, _, errno := syscall.RawSyscall(syscall.SYS_STATFS, uintptr(unsafe.Pointer(p)), uintptr(unsafe.Pointer(buf)), 0)
+		switch errno {
+		case 0:
+			return nil
+		case syscall.EINTR:
+			continue
+		}
+		return errno
+	}
+}

@@ -247,3 +247,22 @@ func TestFile(t *testing.T) {
 		t.Errorf("Open of a file with O_DIRECTORY: %v, want ENOTDIR", err)
 	}
 }
+
+func TestStatfs(t *testing.T) {
+	dir := t.TempDir()
+	var raw, want syscall.Statfs_t
+	if err := rawsys.Statfs(dir, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Statfs(dir, &want); err != nil {
+		t.Fatal(err)
+	}
+	// Free space moves with the machine's other writers; type and size do not.
+	if raw.Type != want.Type || raw.Bsize != want.Bsize || raw.Blocks != want.Blocks {
+		t.Errorf("raw statfs: type %#x, bsize %d, blocks %d; syscall.Statfs: %#x, %d, %d",
+			raw.Type, raw.Bsize, raw.Blocks, want.Type, want.Bsize, want.Blocks)
+	}
+	if err := rawsys.Statfs(filepath.Join(dir, "missing"), &raw); err != syscall.ENOENT {
+		t.Errorf("Statfs of a missing path: %v, want ENOENT", err)
+	}
+}
