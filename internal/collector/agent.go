@@ -2,11 +2,14 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"tillpipe/internal/collector/rawsys"
 )
 
 // AgentOptions configures an [Agent]. The zero value of each field means its
@@ -24,6 +27,10 @@ type AgentOptions struct {
 	// the OS. The caller turns the runtime's own pacing off (GOGC=off,
 	// debug.SetGCPercent(-1)), best with a memory limit as a backstop.
 	GCBudget int64
+	// RuntimeTimers makes Run wait for cycles on runtime timers instead of
+	// a timerfd (rawsys.Timer): a fake clock (testing/synctest) drives
+	// only those.
+	RuntimeTimers bool
 }
 
 // Agent samples a [Collector] every interval, aligned to the wall clock plus
@@ -36,9 +43,10 @@ type Agent struct {
 	offset   time.Duration
 	log      *slog.Logger
 
-	body []byte
-	gc   *gcPacer     // nil: the runtime paces the GC
-	last atomic.Int64 // unix nanoseconds of the last finished cycle
+	body          []byte
+	gc            *gcPacer     // nil: the runtime paces the GC
+	runtimeTimers bool         // see AgentOptions.RuntimeTimers
+	last          atomic.Int64 // unix nanoseconds of the last finished cycle
 }
 
 // NewAgent returns an agent sampling col and handing requests to enqueue,
@@ -59,6 +67,7 @@ func NewAgent(col *Collector, enqueue func(body []byte, samples int), opts Agent
 	}
 	a.offset = Offset(opts.Device, a.interval)
 	a.gc = newGCPacer(opts.GCBudget)
+	a.runtimeTimers = opts.RuntimeTimers
 	return a, nil
 }
 
@@ -76,16 +85,41 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.last.Store(time.Now().UnixNano())
 	a.log.Info("sampling", "interval", a.interval, "offset", a.offset, "cgroup_mode", int(a.col.CgroupMode()))
-	t := time.NewTimer(time.Until(Next(time.Now(), a.interval, a.offset)))
-	defer t.Stop()
+	wait := sleepUntil
+	if !a.runtimeTimers {
+		if tm, err := rawsys.NewTimer(); err == nil {
+			defer tm.Close()
+			wait = tm.Wait
+		} else {
+			a.log.Info("waiting on runtime timers", "err", err)
+		}
+	}
 	for {
-		select {
-		case <-ctx.Done():
+		err := wait(ctx, Next(time.Now(), a.interval, a.offset))
+		switch {
+		case ctx.Err() != nil:
 			return nil
-		case <-t.C:
+		case errors.Is(err, rawsys.ErrClockStepped):
+			continue // aim again from the new time
+		case err != nil:
+			a.log.Warn("timerfd failed, waiting on runtime timers", "err", err)
+			wait = sleepUntil
+			continue
 		}
 		a.Cycle(ctx, time.Now())
-		t.Reset(time.Until(Next(time.Now(), a.interval, a.offset)))
+	}
+}
+
+// sleepUntil waits for at on a runtime timer: the fallback when no timerfd
+// can be had (see rawsys.Timer for why one is preferred).
+func sleepUntil(ctx context.Context, at time.Time) error {
+	t := time.NewTimer(time.Until(at))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 

@@ -35,7 +35,7 @@ func TestAgent_CyclesOnAlignedTicks(t *testing.T) {
 				t.Errorf("request: %v, %d series, want %d", err, len(wr.Timeseries), n)
 			}
 			sizes = append(sizes, n)
-		}, AgentOptions{Device: "till-042"})
+		}, AgentOptions{Device: "till-042", RuntimeTimers: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -266,3 +266,66 @@ func TestStatfs(t *testing.T) {
 		t.Errorf("Statfs of a missing path: %v, want ENOENT", err)
 	}
 }
+
+func TestTimer(t *testing.T) {
+	tm, err := rawsys.NewTimer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tm.Close()
+	ctx := context.Background()
+
+	at := time.Now().Add(30 * time.Millisecond)
+	if err := tm.Wait(ctx, at); err != nil {
+		t.Fatal(err)
+	}
+	if now := time.Now(); now.Before(at) {
+		t.Errorf("Wait returned %v before the instant", at.Sub(now))
+	}
+	if err := tm.Wait(ctx, time.Now().Add(-time.Hour)); err != nil { // past: at once
+		t.Fatal(err)
+	}
+
+	// A done context ends a wait, and the timer waits again afterwards.
+	cctx, cancel := context.WithCancel(ctx)
+	time.AfterFunc(20*time.Millisecond, cancel)
+	if err := tm.Wait(cctx, time.Now().Add(time.Hour)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait with a cancelled context: %v, want context.Canceled", err)
+	}
+	if err := tm.Wait(cctx, time.Now()); !errors.Is(err, context.Canceled) {
+		t.Errorf("Wait with a done context: %v, want context.Canceled", err)
+	}
+	at = time.Now().Add(10 * time.Millisecond)
+	if err := tm.Wait(ctx, at); err != nil || time.Now().Before(at) {
+		t.Errorf("Wait after a cancelled one: %v", err)
+	}
+}
+
+// TestTimer_ClockStepped sets the wall clock to what it reads (a step of
+// microseconds back, which the kernel reports like any other) while a
+// wait for an hour ahead runs: the wait ends with ErrClockStepped. It
+// needs CAP_SYS_TIME.
+func TestTimer_ClockStepped(t *testing.T) {
+	tm, err := rawsys.NewTimer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tm.Close()
+	done := make(chan error, 1)
+	go func() { done <- tm.Wait(context.Background(), time.Now().Add(time.Hour)) }()
+	time.Sleep(20 * time.Millisecond) // let it wait
+	tv := syscall.NsecToTimeval(time.Now().UnixNano())
+	if err := syscall.Settimeofday(&tv); err != nil {
+		_ = tm.Close() // ends the wait
+		<-done
+		t.Skipf("cannot set the clock: %v", err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, rawsys.ErrClockStepped) {
+			t.Errorf("Wait across a clock step: %v, want ErrClockStepped", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Wait did not end when the clock was set")
+	}
+}
