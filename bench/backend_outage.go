@@ -7,6 +7,7 @@ import (
 	"tillpipe/bench/internal/fleet"
 	"tillpipe/bench/internal/proc"
 	"tillpipe/bench/internal/report"
+	"tillpipe/internal/clock"
 )
 
 // backendOutage stops VictoriaMetrics for -backend-down under load and
@@ -19,7 +20,7 @@ func (h *Harness) backendOutage(ctx context.Context) error {
 	}
 	bo := &report.BackendOutage{DownSeconds: h.opts.BackendDown.Seconds()}
 	h.rep.BackendOutage = bo
-	if err := sleep(ctx, h.opts.Warmup); err != nil {
+	if err := clock.Sleep(ctx, h.opts.Warmup); err != nil {
 		return err
 	}
 	t0 := time.Since(h.start).Seconds()
@@ -30,7 +31,7 @@ func (h *Harness) backendOutage(ctx context.Context) error {
 	if err := h.stack.StopVM(ctx); err != nil {
 		return err
 	}
-	if err := sleep(ctx, h.opts.BackendDown); err != nil {
+	if err := clock.Sleep(ctx, h.opts.BackendDown); err != nil {
 		return err
 	}
 	bo.IngesterPeakRSSDown, bo.VMAgentPeakRSSDown = h.mon.PeakSinceMark("ingester"), h.mon.PeakSinceMark("vmagent")
@@ -45,7 +46,7 @@ func (h *Harness) backendOutage(ctx context.Context) error {
 	restored := time.Now()
 	h.event("backend restored")
 	// Let the fleet run on for a while after the restore, then stop it.
-	if err := sleep(ctx, span-h.opts.Warmup-h.opts.BackendDown); err != nil {
+	if err := clock.Sleep(ctx, span-h.opts.Warmup-h.opts.BackendDown); err != nil {
 		return err
 	}
 	t1 := time.Since(h.start).Seconds()

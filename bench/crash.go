@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"tillpipe/bench/internal/report"
+	"tillpipe/internal/clock"
 )
 
 // crash runs the fleet under load while SIGKILLing a random relay or
@@ -27,7 +28,7 @@ func (h *Harness) crash(ctx context.Context) error {
 	t0 := time.Since(h.start).Seconds()
 	for time.Now().Before(end) {
 		wait := time.Duration(float64(h.opts.KillEvery) * (0.5 + rng.Float64()))
-		if err := sleep(ctx, min(wait, time.Until(end))); err != nil {
+		if err := clock.Sleep(ctx, min(wait, time.Until(end))); err != nil {
 			return err
 		}
 		if time.Now().After(end) {
@@ -54,7 +55,7 @@ func (h *Harness) crash(ctx context.Context) error {
 		}
 		h.event("SIGKILL %s", name)
 		h.rep.Crash.Kills = append(h.rep.Crash.Kills, report.Event{T: time.Since(h.start).Seconds(), Name: fmt.Sprintf("SIGKILL %s, restarted after %s", name, pause)})
-		if err := sleep(ctx, pause); err != nil {
+		if err := clock.Sleep(ctx, pause); err != nil {
 			return err
 		}
 		if err := restart(); err != nil {

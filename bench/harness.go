@@ -18,6 +18,7 @@ import (
 
 	"tillpipe/bench/internal/fleet"
 	"tillpipe/bench/internal/report"
+	"tillpipe/internal/clock"
 )
 
 // Harness is one scenario run: the stack, the fleet, the monitor, the delay
@@ -277,18 +278,6 @@ func (h *Harness) note(format string, a ...any) {
 	h.rep.Notes = append(h.rep.Notes, fmt.Sprintf(format, a...))
 }
 
-// sleep waits d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // verify waits for every acknowledged sample to arrive (bounded) and
 // compares the backend with the ledgers, per path.
 func (h *Harness) verify(ctx context.Context) {
@@ -322,7 +311,7 @@ func (h *Harness) verify(ctx context.Context) {
 				break
 			}
 			h.log.Info("samples still missing, exporting again in 5s", "path", p.target, "lost", c.Lost)
-			_ = sleep(ctx, 5*time.Second)
+			_ = clock.Sleep(ctx, 5*time.Second)
 		}
 		if err != nil {
 			h.fail("verify %s: %v", p.target, err)

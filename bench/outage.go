@@ -9,6 +9,7 @@ import (
 	"tillpipe/bench/internal/fleet"
 	"tillpipe/bench/internal/proc"
 	"tillpipe/bench/internal/report"
+	"tillpipe/internal/clock"
 )
 
 // outage runs the fleet online for -outage-lead simulated, cuts every
@@ -33,7 +34,7 @@ func (h *Harness) outage(ctx context.Context) error {
 	h.note("outage scaled to this machine: %d stores x %d tills at %gx (a simulated %s in %s real); the relays' uplink limit after the restore is %d bytes/s each",
 		h.opts.Stores, h.opts.Tills, accel, h.opts.OutageSim, time.Duration(float64(h.opts.OutageSim)/accel).Round(time.Second), h.opts.UplinkRate)
 
-	if err := sleep(ctx, time.Duration(float64(h.opts.OutageLead)/accel)); err != nil {
+	if err := clock.Sleep(ctx, time.Duration(float64(h.opts.OutageLead)/accel)); err != nil {
 		return err
 	}
 	t0 := time.Since(h.start).Seconds()
@@ -47,7 +48,7 @@ func (h *Harness) outage(ctx context.Context) error {
 	}
 	cutAt := time.Now()
 	h.event("uplinks cut")
-	if err := sleep(ctx, time.Duration(float64(h.opts.OutageSim)/accel)); err != nil {
+	if err := clock.Sleep(ctx, time.Duration(float64(h.opts.OutageSim)/accel)); err != nil {
 		return err
 	}
 	// Measure the store-side buffers just before the restore.
@@ -120,7 +121,7 @@ func (h *Harness) waitDrain(ctx context.Context, o *report.Outage, restored, sim
 	classes := map[string]bool{}
 	deadline := restored.Add(h.opts.DrainTimeout)
 	for time.Now().Before(deadline) {
-		if sleep(ctx, time.Second) != nil {
+		if clock.Sleep(ctx, time.Second) != nil {
 			return
 		}
 		el := time.Since(restored).Seconds()

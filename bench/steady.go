@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"time"
+
+	"tillpipe/internal/clock"
 )
 
 // steady is the throughput run: the fleet at a constant offered load for
@@ -12,13 +14,13 @@ func (h *Harness) steady(ctx context.Context) error {
 	if err := h.startFleet(ctx, pastStart(h.opts.Duration, h.opts.Accel), h.opts.Accel); err != nil {
 		return err
 	}
-	if err := sleep(ctx, h.opts.Warmup); err != nil {
+	if err := clock.Sleep(ctx, h.opts.Warmup); err != nil {
 		return err
 	}
 	t0 := time.Since(h.start).Seconds()
 	h.delay.Reset()
 	h.event("measuring")
-	if err := sleep(ctx, h.opts.Duration-h.opts.Warmup); err != nil {
+	if err := clock.Sleep(ctx, h.opts.Duration-h.opts.Warmup); err != nil {
 		return err
 	}
 	t1 := time.Since(h.start).Seconds()

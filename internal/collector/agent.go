@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"tillpipe/internal/clock"
 	"tillpipe/internal/collector/rawsys"
 )
 
@@ -110,19 +111,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-// sleepUntil waits for at on a runtime timer: the fallback when no timerfd
-// can be had (see rawsys.Timer for why one is preferred).
-func sleepUntil(ctx context.Context, at time.Time) error {
-	t := time.NewTimer(time.Until(at))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // Cycle samples once at now and enqueues the request.
 func (a *Agent) Cycle(ctx context.Context, now time.Time) {
 	var n int
@@ -143,4 +131,10 @@ func (a *Agent) Healthy() error {
 		return fmt.Errorf("last sample %s ago (interval %s)", age.Round(time.Second), a.interval)
 	}
 	return nil
+}
+
+// sleepUntil waits for at on a runtime timer: the fallback when no timerfd
+// can be had (see rawsys.Timer for why one is preferred).
+func sleepUntil(ctx context.Context, at time.Time) error {
+	return clock.Sleep(ctx, time.Until(at))
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"tillpipe/internal/clock"
 	"tillpipe/internal/stream"
 )
 
@@ -40,12 +41,8 @@ func (u *Uplink) WatchConfig(ctx context.Context) error {
 			wait = configRetryMin
 		}
 		u.log.Debug("watch config bucket; retrying", "bucket", stream.ConfigBucket, "err", err, "retry_in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if clock.Sleep(ctx, wait) != nil {
 			return nil
-		case <-t.C:
 		}
 		wait = min(2*wait, configRetryMax)
 	}

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"tillpipe/internal/clock"
 	"tillpipe/internal/collector/rawsys"
 )
 
@@ -187,12 +188,8 @@ func (e *Events) Run(ctx context.Context) error {
 			logged = now
 			e.log.Warn("follow docker events", "err", err, "retry_in", wait.Round(time.Millisecond))
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if clock.Sleep(ctx, wait) != nil {
 			return nil
-		case <-t.C:
 		}
 		backoff = min(2*backoff, e.maxBackoff)
 	}

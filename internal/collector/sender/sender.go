@@ -29,6 +29,7 @@ import (
 	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"tillpipe/internal/clock"
 	"tillpipe/internal/remotewrite"
 )
 
@@ -288,12 +289,8 @@ func (s *Sender) Run(ctx context.Context) error {
 			d := s.backoff(attempt, re.RetryAfter)
 			attempt++
 			s.logRetry(err, d)
-			t := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if clock.Sleep(ctx, d) != nil {
 				return nil
-			case <-t.C:
 			}
 		default:
 			s.release(e)
