@@ -44,11 +44,7 @@ func TestDiscover_NotEngineKeepsTheEngineSubtrees(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(root, "kubepods.slice", "kubepods-besteffort.slice"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	r, err := New(Options{Root: root})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newReader(t, root)
 	if got := discover(t, r, All); len(got) != 3 {
 		t.Fatalf("found %d containers, want 3", len(got))
 	}
@@ -102,6 +98,17 @@ func TestDiscover_NotEngineKeepsTheEngineSubtrees(t *testing.T) {
 	}
 }
 
+// newReader returns a reader of root, closed when the test ends.
+func newReader(t *testing.T, root string) *Reader {
+	t.Helper()
+	r, err := New(Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
 // readPos discovers with scope and reads the pos-api container.
 func readPos(t *testing.T, r *Reader, scope Scope) (*Container, Stats) {
 	t.Helper()
@@ -118,11 +125,7 @@ func readPos(t *testing.T, r *Reader, scope Scope) (*Container, Stats) {
 
 func TestRead_LimitReadWhenItsSubtreeIsListed(t *testing.T) {
 	root := copyTree(t, "v2-docker")
-	r, err := New(Options{Root: root})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newReader(t, root)
 	if _, st := readPos(t, r, All); st.Has&FieldMemLimit == 0 || st.MemLimit != 536870912 {
 		t.Fatalf("limit %d (has %v), want 536870912", st.MemLimit, st.Has&FieldMemLimit != 0)
 	}
@@ -160,11 +163,7 @@ func removeCgroup(t *testing.T, root string, c *Container) {
 
 func TestRead_OOMKillsReadWhenMemoryEventsChanged(t *testing.T) {
 	root := copyTree(t, "v2-docker")
-	r, err := New(Options{Root: root})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newReader(t, root)
 	if r.w.fd < 0 {
 		t.Skip("no inotify here")
 	}
@@ -201,11 +200,7 @@ func TestRead_OOMKillsReadWhenMemoryEventsChanged(t *testing.T) {
 
 func TestRead_OOMKillsWithoutInotifyReadEveryTime(t *testing.T) {
 	root := copyTree(t, "v2-docker")
-	r, err := New(Options{Root: root})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newReader(t, root)
 	r.w.close() // as when inotify_init1 failed
 	c, _ := readPos(t, r, All)
 	write(t, filepath.Join(root, posRel, "memory.events"), "oom_kill 2\n")
@@ -291,11 +286,7 @@ func cgroup2Mount(t *testing.T) string {
 
 func TestRead_AbsentFileLookedForWhenItsSubtreeIsListed(t *testing.T) {
 	root := copyTree(t, "v2-docker")
-	r, err := New(Options{Root: root})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newReader(t, root)
 	psi := filepath.Join(root, posRel, "io.pressure")
 	content, err := os.ReadFile(psi)
 	if err != nil {
@@ -313,5 +304,32 @@ func TestRead_AbsentFileLookedForWhenItsSubtreeIsListed(t *testing.T) {
 	}
 	if _, st := readPos(t, r, All); !st.Pressure[PressureIO].HasSome {
 		t.Error("an absent file was not looked for again when its subtree was listed")
+	}
+}
+
+// TestRead_WatchGoneReadsEveryTime removes the watch behind the reader's
+// back, as the kernel does when the watched file goes (IN_IGNORED): the
+// file is then read every time.
+func TestRead_WatchGoneReadsEveryTime(t *testing.T) {
+	root := copyTree(t, "v2-docker")
+	r := newReader(t, root)
+	if r.w.fd < 0 {
+		t.Skip("no inotify here")
+	}
+	c, _ := readPos(t, r, All)
+	if c.wd < 0 {
+		t.Fatalf("memory.events not watched (wd %d)", c.wd)
+	}
+	if _, err := syscall.InotifyRmWatch(r.w.fd, uint32(c.wd)); err != nil {
+		t.Fatal(err)
+	}
+	readPos(t, r, NotEngine) // drains IN_IGNORED
+	if c.wd != watchFailed {
+		t.Fatalf("wd %d after IN_IGNORED, want watchFailed", c.wd)
+	}
+	write(t, filepath.Join(root, posRel, "memory.events"), "oom_kill 5\n")
+	var st Stats
+	if err := r.Read(c, &st); err != nil || st.OOMKills != 5 {
+		t.Errorf("oom kills %d (err %v) without a watch, want 5 read again", st.OOMKills, err)
 	}
 }
