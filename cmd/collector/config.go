@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"tillpipe/internal/collector/oneconn"
 	"tillpipe/internal/collector/rawsys"
 	"tillpipe/internal/envconfig"
 	"tillpipe/internal/remotewrite"
@@ -181,7 +182,8 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 }
 
 // client builds the relay's remote-write client on an HTTP client the
-// caller closes. One connection to the relay is kept alive.
+// caller closes. One connection to the relay is kept alive, and each
+// request is made on the sender's goroutine (package oneconn).
 func (c *Config) client() (*remotewrite.Client, *http.Client, error) {
 	tlsc, err := c.tlsConfig()
 	if err != nil {
@@ -191,16 +193,11 @@ func (c *Config) client() (*remotewrite.Client, *http.Client, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig, tr.MaxIdleConnsPerHost, tr.IdleConnTimeout = tlsc, 1, 2*c.Interval+time.Minute
 	// Reads and writes as raw system calls: see package rawsys.
 	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
-	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+	tr := &oneconn.Transport{TLS: tlsc, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return rawsys.Dial(ctx, dialer, network, addr)
-	}
-	// Headers and a body of 30 containers (15 KB snappy) in one write(2),
-	// not a 4 KiB one and the rest: one wake-up of the relay, not two.
-	tr.WriteBufferSize = 32 << 10
+	}}
 	// A request is bounded by the interval through its context
 	// (remotewrite's Timeout): http.Client.Timeout would start a goroutine
 	// and a timer per request, 0.08 ms a cycle.

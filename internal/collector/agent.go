@@ -44,7 +44,6 @@ type Agent struct {
 	offset   time.Duration
 	log      *slog.Logger
 
-	body          []byte
 	gc            *gcPacer     // nil: the runtime paces the GC
 	runtimeTimers bool         // see AgentOptions.RuntimeTimers
 	last          atomic.Int64 // unix nanoseconds of the last finished cycle
@@ -113,9 +112,8 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // Cycle samples once at now and enqueues the request.
 func (a *Agent) Cycle(ctx context.Context, now time.Time) {
-	var n int
-	a.body, n = a.col.AppendWriteRequest(ctx, a.body[:0], now)
-	a.enqueue(a.body, n)
+	body, n := a.col.WriteRequest(ctx, now)
+	a.enqueue(body, n)
 	a.gc.afterCycle()
 	a.last.Store(time.Now().UnixNano())
 }

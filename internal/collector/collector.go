@@ -98,6 +98,7 @@ type Collector struct {
 	n     int       // emit ordinal in this cycle
 	cycle []*series // sampled this cycle, then the stale ones
 	out   []prompb.TimeSeries
+	body  body // the last WriteRequest
 
 	cgs     []*cgroup.Container
 	cgAll   bool // the next Discover lists every subtree (see collectContainers)
@@ -213,16 +214,15 @@ func (c *Collector) Collect(ctx context.Context, now time.Time) []prompb.TimeSer
 	return c.out
 }
 
-// AppendWriteRequest samples every source at now, as [Collector.Collect]
-// does, and appends the cycle marshaled as a remote-write WriteRequest to
-// dst, without building the TimeSeries. It returns dst and the number of
-// series.
-func (c *Collector) AppendWriteRequest(ctx context.Context, dst []byte, now time.Time) ([]byte, int) {
+// WriteRequest samples every source at now, as [Collector.Collect] does,
+// and returns the cycle marshaled as a remote-write WriteRequest, without
+// building the TimeSeries, and the number of series. The body is valid
+// until the next call: when a cycle has the series of the last one, in the
+// same order, it is the last body with the samples rewritten in place (see
+// body).
+func (c *Collector) WriteRequest(ctx context.Context, now time.Time) ([]byte, int) {
 	c.collect(ctx, now)
-	for _, s := range c.cycle {
-		dst = appendTimeSeriesPB(dst, s.pb, s.value, c.ts)
-	}
-	return dst, len(c.cycle)
+	return c.body.marshal(c.cycle, c.ts), len(c.cycle)
 }
 
 // collect samples every source into c.cycle.

@@ -76,6 +76,72 @@ func appendTimeSeriesPB(dst, labels []byte, v float64, ts int64) []byte {
 	return dst
 }
 
+// body is the last WriteRequest marshaled and where each series' sample
+// sits in it. A cycle with the same series in the same order as the last
+// (most cycles: nothing started or stopped) rewrites the sample fields in
+// place instead of copying every label set again, when each value is zero
+// where it was zero before (a zero value is omitted, so the length would
+// change) and the timestamp's varint has the same length. The bytes are
+// then what appendTimeSeriesPB would have appended.
+type body struct {
+	buf    []byte
+	series []*series // in body order
+	value  []int32   // offset of each series' value bits; -1: omitted (zero)
+	ts     []int32   // offset of each series' timestamp varint
+	tsLen  int
+}
+
+// marshal returns cycle stamped ts as a WriteRequest.
+func (b *body) marshal(cycle []*series, ts int64) []byte {
+	if !b.patch(cycle, ts) {
+		b.build(cycle, ts)
+	}
+	return b.buf
+}
+
+func (b *body) patch(cycle []*series, ts int64) bool {
+	if len(cycle) != len(b.series) || ts == 0 || uvarintLen(uint64(ts)) != b.tsLen {
+		return false
+	}
+	for i, s := range cycle {
+		if s != b.series[i] || (s.value != 0) != (b.value[i] >= 0) {
+			return false
+		}
+	}
+	var tsb [binary.MaxVarintLen64]byte
+	enc := binary.PutUvarint(tsb[:], uint64(ts))
+	for i, s := range cycle {
+		if off := b.value[i]; off >= 0 {
+			binary.LittleEndian.PutUint64(b.buf[off:], math.Float64bits(s.value))
+		}
+		copy(b.buf[b.ts[i]:], tsb[:enc])
+	}
+	return true
+}
+
+func (b *body) build(cycle []*series, ts int64) {
+	b.buf, b.tsLen = b.buf[:0], 0
+	b.series, b.value, b.ts = append(b.series[:0], cycle...), b.value[:0], b.ts[:0] // ts: none when ts is 0
+	if ts != 0 {
+		b.tsLen = uvarintLen(uint64(ts))
+	}
+	for _, s := range cycle {
+		b.buf = appendTimeSeriesPB(b.buf, s.pb, s.value, ts)
+		// The sample ends the series: [0x09 value(8)] [0x10 ts(tsLen)].
+		end := len(b.buf)
+		if b.tsLen > 0 {
+			end -= b.tsLen
+			b.ts = append(b.ts, int32(end))
+			end--
+		}
+		if s.value != 0 {
+			b.value = append(b.value, int32(end-8))
+		} else {
+			b.value = append(b.value, -1)
+		}
+	}
+}
+
 func uvarintLen(v uint64) int {
 	n := 1
 	for v >= 0x80 {

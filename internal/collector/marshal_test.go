@@ -58,17 +58,16 @@ func TestAppendTimeSeriesPB_MatchesPrompb(t *testing.T) {
 	}
 }
 
-// TestAppendWriteRequest_MatchesCollect runs two collectors over the same
+// TestWriteRequest_MatchesCollect runs two collectors over the same
 // changing tree, one through Collect and prompb's marshaler, the other
-// through AppendWriteRequest: the bodies must be identical in every cycle,
+// through WriteRequest: the bodies must be identical in every cycle,
 // including the one with stale markers and the one after it.
-func TestAppendWriteRequest_MatchesCollect(t *testing.T) {
+func TestWriteRequest_MatchesCollect(t *testing.T) {
 	cg := copyDir(t, "testdata/cgroup/v2-docker")
 	dd := copyDir(t, "testdata/docker")
 	viaCollect := newFixtureCollector(t, cg, dd)
 	viaAppend := newFixtureCollector(t, cg, dd)
 	ctx := context.Background()
-	var body []byte
 	for cycle := range 4 {
 		if cycle == 2 { // pos-api is removed: stale markers in cycle 2
 			if err := os.RemoveAll(filepath.Join(cg, "system.slice", "docker-"+posAPI+".scope")); err != nil {
@@ -78,8 +77,7 @@ func TestAppendWriteRequest_MatchesCollect(t *testing.T) {
 		now := fixtureTime.Add(time.Duration(cycle) * 15 * time.Second)
 		tss := viaCollect.Collect(ctx, now)
 		want := (&prompb.WriteRequest{Timeseries: tss}).MarshalProtobuf(nil)
-		var n int
-		body, n = viaAppend.AppendWriteRequest(ctx, body[:0], now)
+		body, n := viaAppend.WriteRequest(ctx, now)
 		if n != len(tss) || len(body) != len(want) {
 			t.Fatalf("cycle %d: %d series, %d bytes; Collect: %d series, %d bytes", cycle, n, len(body), len(tss), len(want))
 		}
@@ -96,7 +94,7 @@ func sameSeries(t *testing.T, body []byte, tss []prompb.TimeSeries) {
 	var u prompb.WriteRequestUnmarshaler
 	wr, err := u.UnmarshalProtobuf(body)
 	if err != nil {
-		t.Fatalf("unmarshal AppendWriteRequest body: %v", err)
+		t.Fatalf("unmarshal WriteRequest body: %v", err)
 	}
 	got := map[string]prompb.Sample{}
 	for _, ts := range wr.Timeseries {
@@ -106,11 +104,11 @@ func sameSeries(t *testing.T, body []byte, tss []prompb.TimeSeries) {
 		g, ok := got[seriesID(ts.Labels)]
 		w := ts.Samples[0]
 		if !ok || g.Timestamp != w.Timestamp || math.Float64bits(g.Value) != math.Float64bits(w.Value) {
-			t.Errorf("%s: AppendWriteRequest has %+v (present %v), Collect %+v", seriesID(ts.Labels), g, ok, w)
+			t.Errorf("%s: WriteRequest has %+v (present %v), Collect %+v", seriesID(ts.Labels), g, ok, w)
 		}
 	}
 	if len(got) != len(tss) {
-		t.Errorf("AppendWriteRequest has %d distinct series, Collect %d", len(got), len(tss))
+		t.Errorf("WriteRequest has %d distinct series, Collect %d", len(got), len(tss))
 	}
 }
 
@@ -163,5 +161,56 @@ func TestEmit_SlotsFollowReorderedSeries(t *testing.T) {
 	}
 	if len(c.series) != 3 {
 		t.Errorf("%d series interned, want 3", len(c.series))
+	}
+}
+
+// TestBody_PatchesOnlyWhatItCan marshals a sequence of cycles through one
+// body and checks every result against a fresh marshal, and that the body
+// was rewritten in place exactly when the layout allowed it.
+func TestBody_PatchesOnlyWhatItCan(t *testing.T) {
+	mk := func(name string) *series {
+		return &series{pb: appendLabelsPB(nil, []prompb.Label{{Name: "__name__", Value: name}, {Name: "device", Value: "d"}})}
+	}
+	a, b, c := mk("a"), mk("b"), mk("c")
+	const ts = int64(1_763_700_000_000)
+	steps := []struct {
+		name    string
+		cycle   []*series
+		values  []float64
+		ts      int64
+		patched bool
+	}{
+		{"first", []*series{a, b, c}, []float64{1, 0, 2.5}, ts, false},
+		{"new values", []*series{a, b, c}, []float64{5, 0, -3}, ts + 15000, true},
+		{"stale marker", []*series{a, b, c}, []float64{6, 0, StaleNaN}, ts + 30000, true},
+		{"zero becomes nonzero", []*series{a, b, c}, []float64{6, 1, 7}, ts + 45000, false},
+		{"nonzero becomes zero", []*series{a, b, c}, []float64{0, 1, 7}, ts + 60000, false},
+		{"same zeros again", []*series{a, b, c}, []float64{0, 2, 8}, ts + 75000, true},
+		{"reordered", []*series{b, a, c}, []float64{2, 0, 8}, ts + 90000, false},
+		{"one gone", []*series{b, a}, []float64{2, 0}, ts + 105000, false},
+		{"shorter timestamp", []*series{b, a}, []float64{2, 0}, 1, false},
+		{"no timestamp", []*series{b, a}, []float64{2, 0}, 0, false},
+		{"timestamp back", []*series{b, a}, []float64{3, 0}, ts, false},
+		{"patch after rebuild", []*series{b, a}, []float64{4, 0}, ts + 15000, true},
+	}
+	var bd body
+	for _, st := range steps {
+		for i, s := range st.cycle {
+			s.value = st.values[i]
+		}
+		var want []byte
+		for _, s := range st.cycle {
+			want = appendTimeSeriesPB(want, s.pb, s.value, st.ts)
+		}
+		before := bytes.Clone(bd.buf)
+		if got := bd.patch(st.cycle, st.ts); got != st.patched {
+			t.Fatalf("%s: patched %v, want %v", st.name, got, st.patched)
+		}
+		if !st.patched && !bytes.Equal(bd.buf, before) {
+			t.Fatalf("%s: a refused patch changed the body", st.name)
+		}
+		if got := bd.marshal(st.cycle, st.ts); !bytes.Equal(got, want) {
+			t.Fatalf("%s: body\n%x\nwant\n%x", st.name, got, want)
+		}
 	}
 }
