@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +40,9 @@ import (
 // cpu-ms/cycle is the process's CPU time per cycle from the sum of
 // /proc/<pid>/task/*/schedstat (nanosecond resolution) over the measured
 // cycles; tick-cpu-ms/cycle is the same from /proc/<pid>/stat utime+stime
-// (10 ms ticks, a cross-check). rss-MiB is the peak resident memory
+// (10 ms ticks, a cross-check); p50-cpu-ms/cycle is the median cycle,
+// each from one request's arrival to the next's, which a busy neighbour's
+// moments move less than the mean. rss-MiB is the peak resident memory
 // (VmHWM), rss-end-MiB the resident memory at the end (VmRSS), anon-MiB
 // its anonymous part (RssAnon). switches/cycle counts the times the
 // process's threads were switched onto a CPU (the third schedstat field),
@@ -129,8 +132,13 @@ func benchBinary(b *testing.B, bin string, extra []string) {
 	}
 	cpu0, sw0 := taskCPU(b, pid)
 	ticks0 := statCPU(b, pid)
+	perCycle := make([]time.Duration, 0, b.N)
+	last := cpu0
 	for b.Loop() {
 		wait()
+		c, _ := taskCPU(b, pid)
+		perCycle = append(perCycle, c-last)
+		last = c
 	}
 	cpu, sw := taskCPU(b, pid)
 	cpu, sw = cpu-cpu0, sw-sw0
@@ -156,6 +164,8 @@ func benchBinary(b *testing.B, bin string, extra []string) {
 	}
 	n := float64(b.N)
 	b.ReportMetric(float64(cpu.Microseconds())/1e3/n, "cpu-ms/cycle")
+	slices.Sort(perCycle)
+	b.ReportMetric(float64(perCycle[len(perCycle)/2].Microseconds())/1e3, "p50-cpu-ms/cycle")
 	b.ReportMetric(float64(ticks.Microseconds())/1e3/n, "tick-cpu-ms/cycle")
 	b.ReportMetric(float64(sw)/n, "switches/cycle")
 	b.ReportMetric(float64(status["VmHWM"])/1024, "rss-MiB")

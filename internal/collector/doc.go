@@ -39,11 +39,13 @@
 // # Footprint
 //
 // Goal: under 1 ms of CPU per 15 s cycle for 30 containers and under 15 MiB
-// resident. Now: 1.11-1.24 ms per 15 s cycle, alone and side by side with
-// the previous pass's build (which measured 1.69-1.72 in the same runs),
-// 0.97-1.09 at 1 s; peak RSS 14.2-14.6 MiB (the fifth pass below). The CPU
-// goal is not met.
-// In process, a cycle costs 216 µs and 4 allocations. Measured on a
+// resident. Now (the sixth pass below): 0.94-1.26 ms per 15 s cycle, the
+// mean of 24 cycles, over six runs side by side with the fifth pass's
+// build, which measured 0.98-1.46 in the same runs; the median cycle
+// 0.98-1.02 ms; peak RSS 14.5-14.7 MiB. The CPU goal is met on a quiet
+// machine and missed on a busy one: the same build's runs differ by more
+// than the gap.
+// In process, a cycle costs 211 µs and 4 allocations. Measured on a
 // 2-vCPU Intel Xeon VM (Linux 6.18, a sandbox whose system calls and
 // context switches are slower than bare metal), 30 containers (copies of
 // the pos-api fixture cgroup, on tmpfs like cgroupfs) plus the v2 Docker
@@ -286,9 +288,41 @@
 // 1.24 ms and 4.4 switches a cycle against 1.72 and 12.0, peak RSS 14.6
 // against 14.9 MiB (13.6 against 14.5 at the end).
 //
+// A sixth pass took the relay POST off net/http's Transport and stopped
+// copying label sets in cycles where nothing changed:
+//   - oneconn.Transport keeps the one connection to the relay and makes
+//     each exchange on the sender's goroutine (Request.Write, then
+//     http.ReadResponse): net/http's reader and writer goroutines, and
+//     the three hand-offs a request took through them, are gone. A
+//     perf profile at 15 s had put a fifth of a cycle in net/http and
+//     the scheduler around it.
+//   - Collector.WriteRequest keeps the last body and rewrites only the
+//     sample fields when a cycle has the same series in the same order
+//     (about 130 KB of label sets no longer copied); 211 µs in process
+//     against 216.
+//
+// Side by side at 15 s (24 cycles), against the fifth pass's final build:
+//
+//	run    before (mean, median)   after (mean, median)
+//	1      1.46                     1.36   (a first transport, alone)
+//	2      1.17                     1.01
+//	3      0.98                     0.94
+//	4      1.18                     1.15
+//	5      1.22, 1.12               1.26, 1.02
+//	6      1.17, 1.04               1.13, 0.98
+//
+// The same build measured 0.94 to 1.46 ms from one run to the next, with
+// the machine's other load: the goal of 1 ms is met on a quiet machine
+// and missed on a busy one, by less than the runs differ. Each change
+// alone, in the same runs: the transport 0.97 (run 3) and 1.19 (run 4);
+// the patching 1.21 (run 2) and 0.98 (run 3), nothing measurable on its
+// own; together they measured lower than the transport alone in both
+// runs that had both (0.94 against 0.97, 1.15 against 1.19).
+//
 // What a cycle does: the label set of every series is marshaled once when
-// it is interned and each cycle copies it into the WriteRequest
-// (AppendWriteRequest; byte-identical to prompb's marshaler); series are
+// it is interned and copied into the WriteRequest (byte-identical to
+// prompb's marshaler) when the series sequence changed, otherwise only
+// the samples are rewritten; series are
 // found through the emit order of the previous cycle, without hashing;
 // cgroup and /proc files stay open and are re-read with raw preads, and
 // only the keys read are parsed; while the engine's event stream reports
@@ -300,9 +334,10 @@
 // inspected only when their list State/Status changes; the sender
 // compresses the request once, into the buffer of the last sent one; the
 // agent collects garbage about every half hour instead of every two
-// minutes. What still allocates is net/http's request machinery for the
-// relay POST (and the engine list on the cycles that list) and, without an
-// engine, one path conversion per directory listed (TestCycle_Allocs).
+// minutes; the relay POST is written and its answer read on the sender's
+// goroutine. What still allocates is the request and its answer (and the
+// engine list on the cycles that list) and, without an engine, one path
+// conversion per directory listed (TestCycle_Allocs).
 //
 // A soft memory limit does not help: GOMEMLIMIT=12MiB changed neither RSS
 // nor CPU (the runtime's mapped memory stays near 10.5 MiB, below it), and
