@@ -333,3 +333,77 @@ func TestRead_WatchGoneReadsEveryTime(t *testing.T) {
 		t.Errorf("oom kills %d (err %v) without a watch, want 5 read again", st.OOMKills, err)
 	}
 }
+
+// TestWatcher_QueueOverflow overflows the kernel's inotify queue for real
+// (max_queued_events changes to two files in turn, so that none merge):
+// the kernel then queues IN_Q_OVERFLOW, and every watched file must be
+// read again, including one that never changed.
+func TestWatcher_QueueOverflow(t *testing.T) {
+	b, err := os.ReadFile("/proc/sys/fs/inotify/max_queued_events")
+	if err != nil {
+		t.Skipf("inotify limits: %v", err)
+	}
+	limit, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || limit > 1<<20 {
+		t.Skipf("max_queued_events %q: too many changes to make", b)
+	}
+	w := watcher{fd: -1}
+	w.init()
+	if w.fd < 0 {
+		t.Skip("no inotify here")
+	}
+	defer w.close()
+	dir := t.TempDir()
+	var cs [3]*Container
+	for i := range cs {
+		cs[i] = &Container{wd: noWatch}
+		cs[i].paths[fileMemEvents] = filepath.Join(dir, "memory.events."+strconv.Itoa(i))
+		write(t, cs[i].paths[fileMemEvents], "oom_kill 0\n")
+		w.watch(cs[i])
+		if cs[i].wd < 0 {
+			t.Fatalf("watch %s failed", cs[i].paths[fileMemEvents])
+		}
+	}
+	clearDue := func() {
+		for _, c := range cs {
+			c.oomDue = false
+		}
+	}
+	clearDue()
+
+	// One change to the first two files: only they are due.
+	var fs [2]*os.File
+	for i := range fs {
+		f, err := os.OpenFile(cs[i].paths[fileMemEvents], os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		fs[i] = f
+		if _, err := f.WriteAt([]byte("oom_kill 1\n"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.drain()
+	if !cs[0].oomDue || !cs[1].oomDue || cs[2].oomDue {
+		t.Fatalf("due after one change each to files 0 and 1: %v %v %v", cs[0].oomDue, cs[1].oomDue, cs[2].oomDue)
+	}
+	clearDue()
+
+	for i := range limit + 2 {
+		if _, err := fs[i%2].WriteAt([]byte("oom_kill 2\n"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.drain()
+	if !cs[2].oomDue {
+		t.Fatal("after the queue overflowed, the file that never changed is not due")
+	}
+	clearDue()
+	w.drain()
+	for i, c := range cs {
+		if c.oomDue {
+			t.Errorf("file %d due after a drain with nothing queued", i)
+		}
+	}
+}
