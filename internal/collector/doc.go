@@ -40,9 +40,9 @@
 //
 // Goal: under 1 ms of CPU per 15 s cycle for 30 containers and under 15 MiB
 // resident. Now (the sixth pass below): 0.94-1.26 ms per 15 s cycle, the
-// mean of 24 cycles, over six runs side by side with the fifth pass's
+// mean of 24 cycles, over seven runs side by side with the fifth pass's
 // build, which measured 0.98-1.46 in the same runs; the median cycle
-// 0.98-1.02 ms; peak RSS 14.5-14.7 MiB. The CPU goal is met on a quiet
+// 0.98-1.12 ms; peak RSS 14.2-14.7 MiB. The CPU goal is met on a quiet
 // machine and missed on a busy one: the same build's runs differ by more
 // than the gap.
 // In process, a cycle costs 211 µs and 4 allocations. Measured on a
@@ -310,6 +310,7 @@
 //	4      1.18                     1.15
 //	5      1.22, 1.12               1.26, 1.02
 //	6      1.17, 1.04               1.13, 0.98
+//	7      1.19, 1.19               1.20, 1.12
 //
 // The same build measured 0.94 to 1.46 ms from one run to the next, with
 // the machine's other load: the goal of 1 ms is met on a quiet machine
