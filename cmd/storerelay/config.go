@@ -41,7 +41,7 @@ type Config struct {
 	CriticalBatchAge   time.Duration `env:"CRITICAL_BATCH_AGE" envDefault:"1s"`
 	NormalBatchBytes   int           `env:"NORMAL_BATCH_BYTES" envDefault:"1048576"`
 	NormalBatchAge     time.Duration `env:"NORMAL_BATCH_AGE" envDefault:"10s"`
-	BulkBatchBytes     int           `env:"BULK_BATCH_BYTES" envDefault:"4194304"`
+	BulkBatchBytes     int           `env:"BULK_BATCH_BYTES" envDefault:"2097152"`
 	BulkBatchAge       time.Duration `env:"BULK_BATCH_AGE" envDefault:"60s"`
 	RelayID            string        `env:"RELAY_ID"`
 	ShutdownTimeout    time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s"`

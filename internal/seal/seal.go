@@ -61,7 +61,7 @@ type Limits struct {
 var (
 	DefaultCritical = Limits{MaxBytes: 256 << 10, MaxAge: time.Second}
 	DefaultNormal   = Limits{MaxBytes: 1 << 20, MaxAge: 10 * time.Second}
-	DefaultBulk     = Limits{MaxBytes: 4 << 20, MaxAge: 60 * time.Second}
+	DefaultBulk     = Limits{MaxBytes: 2 << 20, MaxAge: 60 * time.Second}
 )
 
 // Options configure a [Stage]. The zero value of every field but Store
