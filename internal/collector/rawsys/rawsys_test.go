@@ -267,12 +267,19 @@ func TestStatfs(t *testing.T) {
 	}
 }
 
-func TestTimer(t *testing.T) {
+// newTimer returns a timer closed when the test ends.
+func newTimer(t *testing.T) *rawsys.Timer {
+	t.Helper()
 	tm, err := rawsys.NewTimer()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tm.Close()
+	t.Cleanup(func() { tm.Close() })
+	return tm
+}
+
+func TestTimer(t *testing.T) {
+	tm := newTimer(t)
 	ctx := context.Background()
 
 	at := time.Now().Add(30 * time.Millisecond)
@@ -306,11 +313,7 @@ func TestTimer(t *testing.T) {
 // wait for an hour ahead runs: the wait ends with ErrClockStepped. It
 // needs CAP_SYS_TIME.
 func TestTimer_ClockStepped(t *testing.T) {
-	tm, err := rawsys.NewTimer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tm.Close()
+	tm := newTimer(t)
 	done := make(chan error, 1)
 	go func() { done <- tm.Wait(context.Background(), time.Now().Add(time.Hour)) }()
 	time.Sleep(20 * time.Millisecond) // let it wait
