@@ -5,14 +5,21 @@
 // [http.ReadResponse].
 //
 // net/http's Transport runs a reader and a writer goroutine per connection
-// and hands every request and answer between them and the caller: three
-// goroutine switches and a few dozen allocations per request, which on a
-// till that sends one request every 15 s cost about a tenth of a cycle's
-// CPU (internal/collector's doc). This transport has none of that, and
-// none of what the collector does not need either: no HTTP/2 (HTTPS is
-// HTTP/1.1 with ALPN "http/1.1"), no proxy from the environment (the relay
-// is on the store's network), no compression negotiation, one request at a
-// time (a second caller waits for the first).
+// and hands every request and answer between them and the caller. This
+// transport has none of that, and none of what the collector does not
+// need either: no HTTP/2 (HTTPS is HTTP/1.1 with ALPN "http/1.1"), no
+// proxy from the environment (the relay is on the store's network), no
+// compression negotiation, one request at a time (a second caller waits
+// for the first).
+//
+// With one P, as the collector runs, a 15 KB POST to a loopback server
+// costs 18.5 µs and 53 allocations here against 22.3 µs and 67 through
+// net/http (BenchmarkRoundTrip -cpu 1, the in-process server included).
+// At the collector's 15 s, where every hand-off is taken cold, the
+// collector measured 0.04-0.17 ms a cycle less side by side
+// (internal/collector's doc). With two Ps net/http's overlapping reader
+// and writer finish sooner in wall time (25 against 33 µs); the collector
+// does not wait on that.
 //
 // The answer's body is read whole before RoundTrip returns, up to MaxBody
 // bytes (the rest is discarded with the connection), so the connection is
