@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,12 +56,14 @@ type ClientOptions struct {
 // Client sends remote-write requests. It is safe for concurrent use.
 type Client struct {
 	url      string
+	u        *url.URL // url parsed, shared read-only by every request
 	encoding string
-	headers  map[string]string
-	hc       *http.Client
-	timeout  time.Duration // per request; 0: none
-	ua       string
-	token    string
+	// header holds the headers of a request by body encoding, built once
+	// and shared read-only by every request (a RoundTripper must not
+	// modify a request; http.Client copies the header it changes).
+	header  map[string]http.Header
+	hc      *http.Client
+	timeout time.Duration // per request; 0: none
 
 	bufs sync.Pool // *[]byte compression buffers
 }
@@ -81,9 +84,31 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	default:
 		return nil, fmt.Errorf("encoding %q (want snappy or zstd): %w", enc, ErrInvalidOption)
 	}
-	c := &Client{url: opts.URL, encoding: enc, headers: opts.Headers, hc: opts.HTTPClient, timeout: max(opts.Timeout, 0), ua: opts.UserAgent, token: opts.BearerToken}
-	if c.ua == "" {
-		c.ua = "tillpipe"
+	u, err := url.Parse(opts.URL)
+	if err != nil {
+		return nil, fmt.Errorf("remote-write URL: %w: %w", err, ErrInvalidOption)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("remote-write URL %q has no host: %w", opts.URL, ErrInvalidOption)
+	}
+	c := &Client{url: opts.URL, u: u, encoding: enc, hc: opts.HTTPClient, timeout: max(opts.Timeout, 0), header: make(map[string]http.Header, 2)}
+	ua := opts.UserAgent
+	if ua == "" {
+		ua = "tillpipe"
+	}
+	for _, e := range []string{"snappy", "zstd"} {
+		h := http.Header{}
+		h.Set("Content-Type", "application/x-protobuf")
+		h.Set("Content-Encoding", e)
+		h.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+		h.Set("User-Agent", ua)
+		if opts.BearerToken != "" {
+			h.Set("Authorization", "Bearer "+opts.BearerToken)
+		}
+		for k, v := range opts.Headers {
+			h.Set(k, v)
+		}
+		c.header[e] = h
 	}
 	if c.hc == nil {
 		if c.timeout == 0 {
@@ -128,20 +153,20 @@ func (c *Client) post(ctx context.Context, compressed []byte, encoding string) e
 		rctx, cancel = context.WithTimeout(ctx, c.timeout)
 		defer cancel() // after the body is read below
 	}
-	req, err := http.NewRequestWithContext(rctx, http.MethodPost, c.url, bytes.NewReader(compressed))
-	if err != nil {
-		return fmt.Errorf("build remote-write request: %w", err)
+	// What http.NewRequestWithContext builds, without parsing the URL and
+	// building the header again for every request.
+	body := func() (io.ReadCloser, error) {
+		if len(compressed) == 0 {
+			return http.NoBody, nil
+		}
+		return io.NopCloser(bytes.NewReader(compressed)), nil
 	}
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	req.Header.Set("Content-Encoding", encoding)
-	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-	req.Header.Set("User-Agent", c.ua)
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	for k, v := range c.headers {
-		req.Header.Set(k, v)
-	}
+	rb, _ := body()
+	req := (&http.Request{
+		Method: http.MethodPost, URL: c.u, Host: c.u.Host, Header: c.header[encoding],
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Body: rb, GetBody: body, ContentLength: int64(len(compressed)),
+	}).WithContext(rctx)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil { // the caller's context; the request's timeout is recoverable

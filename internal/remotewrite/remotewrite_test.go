@@ -157,7 +157,7 @@ func TestClientErrors(t *testing.T) {
 }
 
 func TestNewClientOptions(t *testing.T) {
-	for _, o := range []ClientOptions{{}, {URL: "ftp://x"}, {URL: "http://x", Encoding: "gzip"}} {
+	for _, o := range []ClientOptions{{}, {URL: "ftp://x"}, {URL: "http://x", Encoding: "gzip"}, {URL: "http:///api/v1/write"}, {URL: "http://relay:9201/%zz"}} {
 		if _, err := NewClient(o); !errors.Is(err, ErrInvalidOption) {
 			t.Errorf("NewClient(%+v) = %v, want ErrInvalidOption", o, err)
 		}

@@ -293,8 +293,14 @@ func TestTimer(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A done context ends a wait, and the timer waits again afterwards.
+	// A done context ends a wait, also when an earlier wait registered it,
+	// and the timer waits again afterwards.
 	cctx, cancel := context.WithCancel(ctx)
+	for range 2 {
+		if err := tm.Wait(cctx, time.Now().Add(5*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	time.AfterFunc(20*time.Millisecond, cancel)
 	if err := tm.Wait(cctx, time.Now().Add(time.Hour)); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Wait with a cancelled context: %v, want context.Canceled", err)

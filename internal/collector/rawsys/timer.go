@@ -21,6 +21,14 @@ import (
 type Timer struct {
 	f  *os.File
 	rc syscall.RawConn
+
+	// ctx is the context of the last Wait; stop unregisters the function
+	// that ends a wait when ctx is done, and fired is closed once that
+	// function has run. A caller that waits with the same ctx every cycle
+	// registers it once, not every cycle.
+	ctx   context.Context
+	stop  func() bool
+	fired chan struct{}
 }
 
 // Linux's timerfd flags (include/uapi/linux/timerfd.h).
@@ -73,13 +81,17 @@ func (t *Timer) Wait(ctx context.Context, at time.Time) error {
 	if err = errors.Join(serr, err); err != nil {
 		return err
 	}
-	// A done ctx ends the wait through a read deadline in the past, which
-	// the next Wait clears.
-	if err := t.f.SetReadDeadline(time.Time{}); err != nil {
-		return fmt.Errorf("timerfd: %w", err)
+	// A done ctx ends the wait through a read deadline in the past, set
+	// by a function registered once per ctx (a done ctx returned above).
+	if ctx != t.ctx {
+		t.release()
+		f, fired := t.f, make(chan struct{})
+		t.ctx, t.fired = ctx, fired
+		t.stop = context.AfterFunc(ctx, func() {
+			_ = f.SetReadDeadline(time.Unix(1, 0))
+			close(fired)
+		})
 	}
-	stop := context.AfterFunc(ctx, func() { _ = t.f.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
 	var buf [8]byte // the expiration count
 	serr = t.rc.Read(func(fd uintptr) bool {
 		_, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
@@ -104,5 +116,21 @@ func (t *Timer) Wait(ctx context.Context, at time.Time) error {
 	return err
 }
 
+// release unregisters the last Wait's ctx and clears the read deadline
+// its end set, if it ended.
+func (t *Timer) release() {
+	if t.stop == nil {
+		return
+	}
+	if !t.stop() {
+		<-t.fired
+		_ = t.f.SetReadDeadline(time.Time{})
+	}
+	t.ctx, t.stop, t.fired = nil, nil, nil
+}
+
 // Close releases the timerfd.
-func (t *Timer) Close() error { return t.f.Close() }
+func (t *Timer) Close() error {
+	t.release()
+	return t.f.Close()
+}
