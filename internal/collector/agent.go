@@ -35,11 +35,11 @@ type AgentOptions struct {
 }
 
 // Agent samples a [Collector] every interval, aligned to the wall clock plus
-// the device's offset, and hands each cycle's marshaled WriteRequest to
-// enqueue. Run must be called once; Healthy is safe for concurrent use.
+// the device's offset, and hands each cycle's WriteRequest, snappy-compressed,
+// to enqueue. Run must be called once; Healthy is safe for concurrent use.
 type Agent struct {
 	col      *Collector
-	enqueue  func(body []byte, samples int)
+	enqueue  func(compressed []byte, samples int)
 	interval time.Duration
 	offset   time.Duration
 	log      *slog.Logger
@@ -49,9 +49,9 @@ type Agent struct {
 	last          atomic.Int64 // unix nanoseconds of the last finished cycle
 }
 
-// NewAgent returns an agent sampling col and handing requests to enqueue,
-// which must copy the body (it is reused).
-func NewAgent(col *Collector, enqueue func(body []byte, samples int), opts AgentOptions) (*Agent, error) {
+// NewAgent returns an agent sampling col and handing requests to enqueue
+// (sender.Sender.Enqueue), which must copy the request (it is reused).
+func NewAgent(col *Collector, enqueue func(compressed []byte, samples int), opts AgentOptions) (*Agent, error) {
 	if col == nil || enqueue == nil {
 		return nil, fmt.Errorf("collector or enqueue is nil: %w", ErrInvalidOption)
 	}
@@ -112,8 +112,8 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // Cycle samples once at now and enqueues the request.
 func (a *Agent) Cycle(ctx context.Context, now time.Time) {
-	body, n := a.col.WriteRequest(ctx, now)
-	a.enqueue(body, n)
+	req, n := a.col.WriteRequest(ctx, now)
+	a.enqueue(req, n)
 	a.gc.afterCycle()
 	a.last.Store(time.Now().UnixNano())
 }

@@ -27,10 +27,10 @@ func TestAgent_CyclesOnAlignedTicks(t *testing.T) {
 		c := newFixtureCollector(t, "testdata/cgroup/v2-docker", "")
 		var at []time.Time
 		var sizes []int
-		a, err := NewAgent(c, func(body []byte, n int) {
+		a, err := NewAgent(c, func(req []byte, n int) {
 			at = append(at, time.Now())
 			var u prompb.WriteRequestUnmarshaler
-			wr, err := u.UnmarshalProtobuf(body)
+			wr, err := u.UnmarshalProtobuf(decodeSnappy(t, req))
 			if err != nil || len(wr.Timeseries) != n {
 				t.Errorf("request: %v, %d series, want %d", err, len(wr.Timeseries), n)
 			}
@@ -83,9 +83,9 @@ func TestAgent_FollowsDockerEvents(t *testing.T) {
 	}
 	const running = `till_container_state{container="pos-api",device="till-042",image="registry.example.com/pos/api:4.2.1",state="running"}`
 	values := make(chan float64, 1000) // running's value in each request; NaN when absent
-	a, err := NewAgent(c, func(body []byte, _ int) {
+	a, err := NewAgent(c, func(req []byte, _ int) {
 		var u prompb.WriteRequestUnmarshaler
-		wr, err := u.UnmarshalProtobuf(body)
+		wr, err := u.UnmarshalProtobuf(decodeSnappy(t, req))
 		if err != nil {
 			t.Errorf("request: %v", err)
 			return

@@ -215,14 +215,15 @@ func (c *Collector) Collect(ctx context.Context, now time.Time) []prompb.TimeSer
 }
 
 // WriteRequest samples every source at now, as [Collector.Collect] does,
-// and returns the cycle marshaled as a remote-write WriteRequest, without
-// building the TimeSeries, and the number of series. The body is valid
+// and returns the cycle as a remote-write WriteRequest, marshaled without
+// building the TimeSeries and compressed with snappy (block format, as
+// remote-write sends it), and the number of series. The request is valid
 // until the next call: when a cycle has the series of the last one, in the
-// same order, it is the last body with the samples rewritten in place (see
-// body).
+// same order, it is the last request with the samples rewritten in place
+// (see body).
 func (c *Collector) WriteRequest(ctx context.Context, now time.Time) ([]byte, int) {
 	c.collect(ctx, now)
-	return c.body.marshal(c.cycle, c.ts), len(c.cycle)
+	return c.body.marshalSnappy(c.cycle, c.ts), len(c.cycle)
 }
 
 // collect samples every source into c.cycle.

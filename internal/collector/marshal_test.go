@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/golang/snappy"
 )
 
 // TestAppendTimeSeriesPB_MatchesPrompb checks the hand-written encoder
@@ -77,7 +78,8 @@ func TestWriteRequest_MatchesCollect(t *testing.T) {
 		now := fixtureTime.Add(time.Duration(cycle) * 15 * time.Second)
 		tss := viaCollect.Collect(ctx, now)
 		want := (&prompb.WriteRequest{Timeseries: tss}).MarshalProtobuf(nil)
-		body, n := viaAppend.WriteRequest(ctx, now)
+		req, n := viaAppend.WriteRequest(ctx, now)
+		body := decodeSnappy(t, req)
 		if n != len(tss) || len(body) != len(want) {
 			t.Fatalf("cycle %d: %d series, %d bytes; Collect: %d series, %d bytes", cycle, n, len(body), len(tss), len(want))
 		}
@@ -86,6 +88,16 @@ func TestWriteRequest_MatchesCollect(t *testing.T) {
 			t.Errorf("cycle %d: bodies differ", cycle)
 		}
 	}
+}
+
+// decodeSnappy returns req decoded from snappy's block format.
+func decodeSnappy(t testing.TB, req []byte) []byte {
+	t.Helper()
+	body, err := snappy.Decode(nil, req)
+	if err != nil {
+		t.Fatalf("snappy-decode the request: %v", err)
+	}
+	return body
 }
 
 // sameSeries checks that body holds exactly the series and samples of tss.
@@ -211,6 +223,16 @@ func TestBody_PatchesOnlyWhatItCan(t *testing.T) {
 		}
 		if got := bd.marshal(st.cycle, st.ts); !bytes.Equal(got, want) {
 			t.Fatalf("%s: body\n%x\nwant\n%x", st.name, got, want)
+		}
+		// The snappy encoding follows, patched or encoded again, whether the
+		// last call was marshal or marshalSnappy.
+		for range 2 {
+			if got := decodeSnappy(t, bd.marshalSnappy(st.cycle, st.ts)); !bytes.Equal(got, want) {
+				t.Fatalf("%s: snappy body decodes to\n%x\nwant\n%x", st.name, got, want)
+			}
+			if !bd.zValid {
+				t.Fatalf("%s: the body was not snapblock-encoded", st.name)
+			}
 		}
 	}
 }

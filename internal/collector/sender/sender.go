@@ -4,11 +4,11 @@
 //
 // The buffer is in memory on purpose: a till that reboots during a relay
 // outage loses at most the buffered minutes, and the relay is the durable
-// tier. Requests are snappy-compressed as they are enqueued, as they go on
-// the wire, so the default 8 MiB holds hours of a till's requests (see the
-// package collector's doc for the measured figures) and a request is
-// compressed once however often it is retried. When a new request does not
-// fit, the oldest are dropped first and counted.
+// tier. Requests are enqueued snappy-compressed, as they go on the wire, so
+// the default 8 MiB holds hours of a till's requests (see the package
+// collector's doc for the measured figures) and a request is compressed
+// once however often it is retried. When a new request does not fit, the
+// oldest are dropped first and counted.
 //
 // Delivery follows the remote-write spec: a network error, 5xx or 429 is
 // retried with exponential backoff and jitter (or the server's Retry-After
@@ -89,7 +89,6 @@ type Sender struct {
 	wake  chan struct{}
 
 	free [][]byte // buffers of sent entries, for reuse; s.mu
-	enc  []byte   // Enqueue's snappy output before it is copied; s.mu
 
 	lastRejectLog, lastRetryLog time.Time
 	suppressedRejects           int
@@ -157,22 +156,27 @@ func New(client Client, opts Options) (*Sender, error) {
 // relay answers, one is being sent and one enqueued.
 const maxFree = 2
 
-// Enqueue compresses body, a marshaled WriteRequest holding samples
-// samples, into the buffer, dropping the oldest requests if it does not
-// fit. The compressed request goes into the buffer of an earlier, sent one
-// when there is one large enough.
-func (s *Sender) Enqueue(body []byte, samples int) {
+// Enqueue copies compressed, a WriteRequest holding samples samples in
+// snappy's block format (as remote-write sends it), into the buffer,
+// dropping the oldest requests if it does not fit. The copy goes into the
+// buffer of an earlier, sent request when there is one large enough. When
+// requests are already waiting, it is packed first (see pack).
+func (s *Sender) Enqueue(compressed []byte, samples int) {
 	s.mu.Lock()
-	s.enc = snappy.Encode(s.enc[:cap(s.enc)], body)
 	var buf []byte
 	for i := len(s.free) - 1; i >= 0; i-- {
-		if cap(s.free[i]) >= len(s.enc) {
+		if cap(s.free[i]) >= len(compressed) {
 			buf = s.free[i]
 			s.free = append(s.free[:i], s.free[i+1:]...)
 			break
 		}
 	}
-	e := entry{data: append(buf[:0], s.enc...), samples: samples}
+	if len(s.queue) > 0 { // the relay is behind or down: this one is held
+		if packed, ok := pack(compressed); ok {
+			compressed = packed
+		}
+	}
+	e := entry{data: append(buf[:0], compressed...), samples: samples}
 	s.makeRoom(len(e.data))
 	if len(e.data) <= s.opts.MaxBytes {
 		s.queue = append(s.queue, e)
@@ -239,6 +243,9 @@ func (s *Sender) pop() (entry, bool) {
 func (s *Sender) requeue(e entry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if packed, ok := pack(e.data); ok {
+		e.data = append(e.data[:0], packed...) // shorter: it fits
+	}
 	if s.bytes+len(e.data) > s.opts.MaxBytes {
 		s.drop(ReasonBufferFull, e.samples)
 		return
@@ -248,6 +255,26 @@ func (s *Sender) requeue(e entry) {
 	s.queue[0] = e
 	s.bytes += len(e.data)
 	s.updateGauges()
+}
+
+// pack returns compressed encoded again by snappy's own encoder when that
+// is smaller. The collector encodes its requests with package snapblock,
+// which keeps the sample fields as literals so that the next cycle's
+// request is the last one patched: cheap to make, about twice snappy's
+// size. A request that is sent at once goes as it is; one held in the
+// buffer (the relay down or behind) is packed, so that the buffer holds as
+// many cycles as with snappy's encoding. A request that does not decode is
+// left as it is: the relay will refuse it, as it would have anyway.
+func pack(compressed []byte) ([]byte, bool) {
+	body, err := snappy.Decode(nil, compressed)
+	if err != nil {
+		return nil, false
+	}
+	packed := snappy.Encode(nil, body)
+	if len(packed) >= len(compressed) {
+		return nil, false
+	}
+	return packed, true
 }
 
 // Len is the number of buffered requests.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -21,18 +22,20 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
 
+	"tillpipe/internal/collector/snapblock"
 	"tillpipe/internal/remotewrite"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // request marshals a WriteRequest whose one sample carries seq.
+// request is a snappy-compressed WriteRequest of one sample, seq.
 func request(seq int) []byte {
 	wr := prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
 		Labels:  []prompb.Label{{Name: "__name__", Value: "seq"}, {Name: "device", Value: "till-042"}},
 		Samples: []prompb.Sample{{Value: float64(seq), Timestamp: int64(seq) * 15000}},
 	}}}
-	return wr.MarshalProtobuf(nil)
+	return snappy.Encode(nil, wr.MarshalProtobuf(nil))
 }
 
 // relay is a remote-write server decoding real snappy + protobuf. While
@@ -165,7 +168,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestSender_RelayUnreachableThenBack(t *testing.T) {
 	const n = 60
-	sizeOne := len(snappy.Encode(nil, request(n)))
+	sizeOne := len(request(n))
 	for _, tc := range []struct {
 		name     string
 		status   int // 0: nothing listens
@@ -312,12 +315,14 @@ type scriptedClient struct {
 	mu    sync.Mutex
 	errs  []error
 	times []time.Time
+	sent  [][]byte // what each attempt sent
 }
 
 func (c *scriptedClient) SendSnappy(ctx context.Context, compressed []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.times = append(c.times, time.Now())
+	c.sent = append(c.sent, bytes.Clone(compressed))
 	if len(c.errs) == 0 {
 		return nil
 	}
@@ -403,32 +408,86 @@ func TestSender_ShutdownWithRelayDown_DropsAndCounts(t *testing.T) {
 	})
 }
 
-func TestSender_RequestsAreHeldCompressed(t *testing.T) {
+// TestSender_EnqueueCopies checks that the buffer holds its own copy of
+// each request, the size it counts: the collector reuses the request it
+// enqueued for the next cycle.
+func TestSender_EnqueueCopies(t *testing.T) {
 	c := &scriptedClient{}
 	s, err := New(c, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	big := bytes.Repeat([]byte(strings.Repeat("container_memory_usage_bytes", 4)), 200)
-	s.Enqueue(big, 1)
-	s.Enqueue(big, 1)
+	req := snappy.Encode(nil, bytes.Repeat([]byte(strings.Repeat("container_memory_usage_bytes", 4)), 200))
+	want := bytes.Clone(req)
+	s.Enqueue(req, 1)
+	clear(req)
+	s.Enqueue(req, 1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if len(s.queue) != 2 || !bytes.Equal(s.queue[0].data, want) || !bytes.Equal(s.queue[1].data, req) {
+		t.Fatalf("queue does not hold copies of the two requests")
+	}
+	if s.bytes != 2*len(req) {
+		t.Errorf("buffer counts %d bytes, want %d", s.bytes, 2*len(req))
+	}
+}
+
+// TestSender_PacksHeldRequests checks that a request encoded loosely (as
+// snapblock encodes the collector's) goes out as it is when the relay
+// answers, and is held snappy-encoded when it must wait: the one whose
+// send failed and the ones enqueued behind it.
+func TestSender_PacksHeldRequests(t *testing.T) {
+	var wr prompb.WriteRequest
+	for i := range 200 {
+		wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
+			Labels:  []prompb.Label{{Name: "__name__", Value: "container_memory_usage_bytes"}, {Name: "container", Value: fmt.Sprint("pos-api-", i)}},
+			Samples: []prompb.Sample{{Value: float64(i), Timestamp: 1_763_700_000_000}},
+		})
+	}
+	body := wr.MarshalProtobuf(nil)
+	var blk snapblock.Block
+	loose, err := blk.Encode(body, []snapblock.Range{{Start: 0, End: int32(len(body))}}) // all literal
+	if err != nil {
+		t.Fatal(err)
+	}
+	tight := snappy.Encode(nil, body)
+	if len(tight) >= len(loose)/2 {
+		t.Fatalf("test body compresses to %d of %d bytes: too little to tell", len(tight), len(loose))
+	}
+
+	unavailable := &remotewrite.RecoverableError{StatusCode: 503, Err: errors.New("503")}
+	c := &scriptedClient{errs: []error{nil, unavailable}}
+	s, err := New(c, Options{MinBackoff: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	s.Enqueue(loose, 200) // sent at once
+	waitFor(t, "the first send", func() bool { return counterValue(t, s.sentRequests) == 1 })
+	s.Enqueue(loose, 200) // fails, then waits an hour
+	waitFor(t, "the failed send", func() bool { return counterValue(t, s.retries) == 1 })
+	s.Enqueue(loose, 200) // behind it
+
+	c.mu.Lock()
+	if len(c.sent) != 2 || !bytes.Equal(c.sent[0], loose) || !bytes.Equal(c.sent[1], loose) {
+		t.Errorf("sent %d requests; want the first two as enqueued", len(c.sent))
+	}
+	c.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) != 2 {
+		t.Fatalf("%d requests held, want 2", len(s.queue))
+	}
 	for i, e := range s.queue {
-		got, err := snappy.Decode(nil, e.data)
-		if err != nil || !bytes.Equal(got, big) {
-			t.Fatalf("entry %d does not decode to the body (err %v)", i, err)
-		}
-		if len(e.data) >= len(big)/4 {
-			t.Errorf("entry %d holds %d bytes for a body of %d", i, len(e.data), len(big))
-		}
-		// The buffer bound counts len; what is held must not be much more
-		// (snappy.Encode(nil, ...) returns a slice of a MaxEncodedLen buffer).
-		if cap(e.data) > 2*len(e.data) {
-			t.Errorf("entry %d holds %d bytes of capacity for %d of data", i, cap(e.data), len(e.data))
+		if !bytes.Equal(e.data, tight) {
+			t.Errorf("held request %d is %d bytes, want snappy's encoding (%d bytes)", i, len(e.data), len(tight))
 		}
 	}
-	if s.bytes != 2*len(s.queue[0].data) {
-		t.Errorf("buffer counts %d bytes, want the compressed %d", s.bytes, 2*len(s.queue[0].data))
+	if s.bytes != 2*len(tight) {
+		t.Errorf("buffer counts %d bytes, want %d", s.bytes, 2*len(tight))
 	}
 }
