@@ -278,7 +278,6 @@ func (c *Collector) sourceError(source string, err error) {
 }
 
 func (c *Collector) collectContainers(ctx context.Context) {
-	clear(c.byID)
 	c.ctrs = c.ctrs[:0]
 	if c.tracker != nil {
 		var err error
@@ -286,8 +285,11 @@ func (c *Collector) collectContainers(ctx context.Context) {
 		if err != nil {
 			c.sourceError(sourceDocker, err)
 		}
-		for _, d := range c.ctrs {
-			c.byID[d.ID] = d
+		if c.tracker.Listed() { // else the containers of the last cycle, indexed then
+			clear(c.byID)
+			for _, d := range c.ctrs {
+				c.byID[d.ID] = d
+			}
 		}
 	}
 	if c.cg == nil {

@@ -332,9 +332,9 @@
 // container list is requested only after a container event (or once in
 // 20 cycles, or every cycle without an event stream), parsed with a
 // reused fastjson parser into reused entries, and containers are
-// inspected only when their list State/Status changes; the sender
-// compresses the request once, into the buffer of the last sent one; the
-// agent collects garbage about every half hour instead of every two
+// inspected only when their list State/Status changes; the request's
+// snappy encoding is patched like the body (package snapblock) and copied
+// into the buffer of the last sent one; the agent collects garbage about every half hour instead of every two
 // minutes; the relay POST is written and its answer read on the sender's
 // goroutine. What still allocates is the request and its answer (and the
 // engine list on the cycles that list) and, without an engine, one path
@@ -358,6 +358,7 @@
 // collection's share directly and kept it.
 //
 // A full send buffer adds up to -buffer-max-bytes (default 8 MiB): requests
-// are held snappy-compressed in slices of about their size, 15 KB per cycle
-// here, so 8 MiB is about 550 cycles, 2.3 hours at 15 s.
+// are held compressed by snappy's own encoder (a request that must wait is
+// packed, see package sender) in slices of about their size, 15 KB per
+// cycle here, so 8 MiB is about 550 cycles, 2.3 hours at 15 s.
 package collector

@@ -33,7 +33,7 @@
 // blocked. A server that answers before reading a body too big for the
 // socket buffers (a 413) and then closes may reset the connection before
 // the answer is read; the caller then gets the write's error. The
-// collector's requests (15 KB for 30 containers) are far below the relay's
+// collector's requests (28 KB for 30 containers) are far below the relay's
 // limit and fit in the buffers, so its 413 comes from a request written
 // whole, and is read.
 package oneconn
@@ -183,9 +183,11 @@ func (t *Transport) connect(ctx context.Context, scheme, addr, host string) erro
 	t.conn, t.addr = c, addr
 	if t.br == nil {
 		t.br = bufio.NewReaderSize(c, 4<<10)
-		// Headers and a body of 30 containers (15 KB snappy) in one
-		// write(2): one wake-up of the relay, not two.
-		t.bw = bufio.NewWriterSize(c, 32<<10)
+		// Headers and the body of a till's request (28 KB for 30
+		// containers, as package snapblock encodes it) in one write(2):
+		// one wake-up of the relay, not two. Only the pages a request
+		// fills are touched.
+		t.bw = bufio.NewWriterSize(c, 64<<10)
 	} else {
 		t.br.Reset(c)
 		t.bw.Reset(c)

@@ -55,7 +55,7 @@ type Block struct {
 type entry struct{ pos, lim uint32 }
 
 const (
-	tableBits = 14
+	tableBits = 12
 	minMatch  = 4
 	// minFarMatch is the shortest copy taken with an offset of 1<<16 or
 	// more: such a copy takes 5 bytes.
@@ -101,10 +101,10 @@ func (b *Block) Encode(src []byte, volatile []Range) ([]byte, error) {
 		b.ranges = append(b.ranges, r)
 		prev = int(r.End)
 	}
-	// The table (128 KiB) is not kept between calls, nor room for the
-	// block's worst case (the source plus its literal headers): the
-	// collector encodes only when its series change, and patches the
-	// block, a fifth of the source or less, every other cycle.
+	// Neither the table (32 KiB, on the stack) nor room for the block's
+	// worst case (the source plus its literal headers) is kept between
+	// calls: the collector encodes only when its series change, and
+	// patches the block, a fifth of the source or less, every other cycle.
 	table := make([]entry, 1<<tableBits) // hash of 4 source bytes -> the last position seen with them
 	b.dst = slices.Grow(b.dst[:0], binary.MaxVarintLen64+len(src)/4)
 	b.dst = binary.AppendUvarint(b.dst, uint64(len(src)))
