@@ -47,7 +47,9 @@ import (
 // its anonymous part (RssAnon). switches/cycle counts the times the
 // process's threads were switched onto a CPU (the third schedstat field),
 // steadier than the CPU time on a shared VM. The first cycles (label
-// interning, container inspects) are not measured.
+// interning, container inspects) are not measured. With -v it logs each
+// cycle's CPU in order: the one that lists the engine's containers (one in
+// 20) and the few after the warm-up stand out.
 //
 // TILLPIPE_BENCH_INTERVAL sets -interval (default 1s). At the production
 // 15s, 20 cycles take five minutes:
@@ -164,6 +166,7 @@ func benchBinary(b *testing.B, bin string, extra []string) {
 	}
 	n := float64(b.N)
 	b.ReportMetric(float64(cpu.Microseconds())/1e3/n, "cpu-ms/cycle")
+	b.Logf("cpu per cycle, in order (-test.v prints it): %v", perCycle) // which cycles make the mean
 	slices.Sort(perCycle)
 	b.ReportMetric(float64(perCycle[len(perCycle)/2].Microseconds())/1e3, "p50-cpu-ms/cycle")
 	b.ReportMetric(float64(ticks.Microseconds())/1e3/n, "tick-cpu-ms/cycle")
