@@ -74,6 +74,7 @@ const (
 type entry struct {
 	data    []byte // snappy
 	samples int
+	packed  bool // data went through pack
 }
 
 // Sender owns the buffer and the send loop. Enqueue is safe for concurrent
@@ -171,12 +172,13 @@ func (s *Sender) Enqueue(compressed []byte, samples int) {
 			break
 		}
 	}
-	if len(s.queue) > 0 { // the relay is behind or down: this one is held
+	held := len(s.queue) > 0 // the relay is behind or down
+	if held {
 		if packed, ok := pack(compressed); ok {
 			compressed = packed
 		}
 	}
-	e := entry{data: append(buf[:0], compressed...), samples: samples}
+	e := entry{data: append(buf[:0], compressed...), samples: samples, packed: held}
 	s.makeRoom(len(e.data))
 	if len(e.data) <= s.opts.MaxBytes {
 		s.queue = append(s.queue, e)
@@ -243,8 +245,11 @@ func (s *Sender) pop() (entry, bool) {
 func (s *Sender) requeue(e entry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if packed, ok := pack(e.data); ok {
-		e.data = append(e.data[:0], packed...) // shorter: it fits
+	if !e.packed {
+		if packed, ok := pack(e.data); ok {
+			e.data = append(e.data[:0], packed...) // shorter: it fits
+		}
+		e.packed = true
 	}
 	if s.bytes+len(e.data) > s.opts.MaxBytes {
 		s.drop(ReasonBufferFull, e.samples)
