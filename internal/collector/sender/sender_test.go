@@ -471,6 +471,8 @@ func TestSender_PacksHeldRequests(t *testing.T) {
 	s.Enqueue(loose, 200) // fails, then waits an hour
 	waitFor(t, "the failed send", func() bool { return counterValue(t, s.retries) == 1 })
 	s.Enqueue(loose, 200) // behind it
+	junk := []byte("not snappy at all")
+	s.Enqueue(junk, 1) // held as it is: the relay is the judge of it
 
 	c.mu.Lock()
 	if len(c.sent) != 2 || !bytes.Equal(c.sent[0], loose) || !bytes.Equal(c.sent[1], loose) {
@@ -479,15 +481,18 @@ func TestSender_PacksHeldRequests(t *testing.T) {
 	c.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.queue) != 2 {
-		t.Fatalf("%d requests held, want 2", len(s.queue))
+	if len(s.queue) != 3 {
+		t.Fatalf("%d requests held, want 3", len(s.queue))
 	}
-	for i, e := range s.queue {
+	for i, e := range s.queue[:2] {
 		if !bytes.Equal(e.data, tight) {
 			t.Errorf("held request %d is %d bytes, want snappy's encoding (%d bytes)", i, len(e.data), len(tight))
 		}
 	}
-	if s.bytes != 2*len(tight) {
-		t.Errorf("buffer counts %d bytes, want %d", s.bytes, 2*len(tight))
+	if !bytes.Equal(s.queue[2].data, junk) {
+		t.Errorf("a request that does not decode is held as %q, want it as it came", s.queue[2].data)
+	}
+	if s.bytes != 2*len(tight)+len(junk) {
+		t.Errorf("buffer counts %d bytes, want %d", s.bytes, 2*len(tight)+len(junk))
 	}
 }
