@@ -360,17 +360,16 @@
 //	5, steady 40  1.28               1.16
 //
 // The after build's median cycle was lower in all five runs, by 0.03-0.12
-// ms; its steady mean in both runs that logged their cycles. The first four
-// cycles after the warm-up are high in both builds, up to 2.2 ms in run 4
-// and 6.1 (after) against 3.0 (before) in run 5: a start-up transient not
-// yet explained (the one paced collection is at the first cycle), which
-// the 24-cycle means carry. Its mean was lower in three of the five runs (run 3's cycles were not printed; in run 4 the
-// list cycle alone was 2.4 ms after, 1.7 before). A cycle that lists the
-// engine's containers (one in 20) costs 1.7-2.4 ms. Peak RSS 14.8-14.9
-// MiB against 14.2-14.6 (RssAnon 4.6-4.9 against 4.1-4.5): the block and
-// its ranges, and sent requests of 28 KB kept for reuse. In process, BenchmarkCycle
-// docker_events 182-209 µs and 4 allocations (was 211 µs), no_docker
-// 188-190 µs (was 206-213).
+// ms; its steady mean in both runs that logged their cycles; its whole
+// mean in three of the five. The first four cycles after the warm-up are
+// high in both builds, up to 2.2 ms in run 4 and 6.1 (after) against 3.0
+// (before) in run 5: a start-up transient not yet explained (the one paced
+// collection is at the first cycle), which the whole means carry. A cycle
+// that lists the engine's containers (one in 20) costs 1.7-3.9 ms. Peak
+// RSS 14.4-14.9 MiB against 14.2-14.6 (RssAnon 4.6-4.9 against 4.1-4.5
+// where the runs had it): the block and its ranges, and sent requests of
+// 28 KB kept for reuse. In process, BenchmarkCycle docker_events 182-209
+// µs and 4 allocations (was 211 µs), no_docker 188-190 µs (was 206-213).
 //
 // What a cycle does: the label set of every series is marshaled once when
 // it is interned and copied into the WriteRequest (byte-identical to
