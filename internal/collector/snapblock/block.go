@@ -21,11 +21,14 @@
 //
 // The collector sends the same remote-write body every cycle with only the
 // sample bytes changed, so it encodes once and then patches. The price is
-// that the volatile bytes are never compressed: on a body of 1,110 series
-// the block is about 1.25 times snappy's, the timestamps (the same in every
-// series) being what snappy would have copied. Without volatile ranges the
-// block is about as small as snappy's, as matches are not confined to
-// 64 KiB blocks.
+// that the volatile bytes are never compressed, the timestamps (the same
+// in every series) above all, which snappy would have copied: on this
+// package's test body of 1,110 series with varied labels the block is
+// about 1.25 times snappy's (TestEncodePatch_Body), on the collector's own
+// 30-container body, whose label sets repeat more, 1.86 times (27.9 KB
+// against 15.0 KB, BenchmarkCycle's snappy-bytes/cycle). Without volatile
+// ranges the block is about as small as snappy's, as matches are not
+// confined to 64 KiB blocks.
 package snapblock
 
 import (
