@@ -64,13 +64,21 @@ func NewClient(opts Options) *Client {
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
+	// The connection is kept however long it is idle: with the event
+	// stream open, the tracker lists once in 20 cycles (five minutes at
+	// 15 s), and an idle timeout shorter than that made every such list
+	// dial again and start a new connection's reader and writer
+	// goroutines, and woke the agent between cycles to close the last
+	// one. dockerd's API server sets a header timeout only, so it keeps
+	// an idle connection too; an engine that closes it all the same (a
+	// restart) costs the next request a new dial, not an error
+	// (TestClient_EngineClosesKeptConnection).
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return rawsys.Dial(ctx, &net.Dialer{}, "unix", sock)
 		},
 		MaxIdleConns:        1,
 		MaxIdleConnsPerHost: 1,
-		IdleConnTimeout:     time.Minute,
 		DisableCompression:  true,
 	}
 	return &Client{hc: &http.Client{Transport: tr}, timeout: timeout, interned: make(map[string]string)}

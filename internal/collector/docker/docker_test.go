@@ -110,3 +110,28 @@ func TestTracker_Failures(t *testing.T) {
 		}
 	})
 }
+
+// The client keeps its one connection to the engine between requests, and
+// an engine that closed it (a restart) costs the next request a new dial,
+// not an error.
+func TestClient_EngineClosesKeptConnection(t *testing.T) {
+	srv := dockertest.Start(t, copyFixtures(t))
+	c := docker.NewClient(docker.Options{Socket: srv.Socket})
+	defer c.Close()
+	list := func(when string) {
+		t.Helper()
+		if got, err := c.List(context.Background(), nil); err != nil || len(got) != 5 {
+			t.Fatalf("list %s: %d containers, err %v", when, len(got), err)
+		}
+	}
+	list("first")
+	list("second")
+	if n := srv.Conns(); n != 1 {
+		t.Fatalf("%d connections for two lists, want 1", n)
+	}
+	srv.CloseConnections()
+	list("after the engine closed the connection")
+	if n, lists := srv.Conns(), srv.Lists(); n != 2 || lists != 3 {
+		t.Errorf("%d connections and %d lists served, want 2 and 3", n, lists)
+	}
+}

@@ -49,8 +49,9 @@ type Server struct {
 	// Dir holds the JSON answers.
 	Dir string
 
-	lists, inspects, eventConnects atomic.Int64
-	podman                         atomic.Bool
+	lists, inspects, eventConnects, conns atomic.Int64
+	podman                                atomic.Bool
+	srv                                   *httptest.Server
 
 	mu      sync.Mutex // guards the fields below
 	streams map[*stream]struct{}
@@ -97,6 +98,12 @@ func Start(tb testing.TB, dir string) *Server {
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	srv.Listener.Close()
 	srv.Listener = ln
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.conns.Add(1)
+		}
+	}
+	s.srv = srv
 	srv.Start()
 	tb.Cleanup(srv.Close)
 	// Runs before srv.Close, which waits for the handlers: streams end.
@@ -107,6 +114,13 @@ func Start(tb testing.TB, dir string) *Server {
 // Lists and Inspects count the requests served.
 func (s *Server) Lists() int64    { return s.lists.Load() }
 func (s *Server) Inspects() int64 { return s.inspects.Load() }
+
+// Conns counts the connections accepted.
+func (s *Server) Conns() int64 { return s.conns.Load() }
+
+// CloseConnections closes every client connection, idle or not, as an
+// engine restart does.
+func (s *Server) CloseConnections() { s.srv.CloseClientConnections() }
 
 // EventConnects counts the GET /events streams opened (answered 200).
 func (s *Server) EventConnects() int64 { return s.eventConnects.Load() }
