@@ -206,10 +206,7 @@ func (t *Transport) exchange(ctx context.Context, req *http.Request) (resp *http
 	_ = conn.SetDeadline(time.Time{})
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	done, werr := writeRequest(t.bw, req)
-	if !done {
-		werr = req.Write(t.bw)
-	}
+	werr := req.Write(t.bw)
 	if werr == nil {
 		werr = t.bw.Flush()
 	}
