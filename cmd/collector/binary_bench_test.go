@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -57,6 +58,11 @@ import (
 //	TILLPIPE_BENCH_INTERVAL=15s go test -run '^$' -timeout 30m \
 //	    -bench 'BenchmarkBinaryCycle/containers=30/defaults' -benchtime 20x ./cmd/collector/
 //
+// The floor sub-benchmark measures bench/collectorfloor instead: the
+// system calls of a steady cycle of this collector, made alone (see
+// benchFloor). The collector's cpu-ms/cycle less the floor's is what the
+// Go runtime and the collector's own code add, on whatever machine runs it.
+//
 // TILLPIPE_BENCH_COLLECTOR names a prebuilt binary to measure instead (an
 // older build, for a before/after comparison; run only
 // 'BenchmarkBinaryCycle/containers=30/defaults' when it lacks -max-procs
@@ -64,7 +70,7 @@ import (
 func BenchmarkBinaryCycle(b *testing.B) {
 	bin := os.Getenv("TILLPIPE_BENCH_COLLECTOR")
 	if bin == "" {
-		bin = buildCollector(b)
+		bin = build(b, "tillpipe/cmd/collector")
 	}
 	b.Run("containers=30", func(b *testing.B) {
 		for _, bc := range []struct {
@@ -78,66 +84,131 @@ func BenchmarkBinaryCycle(b *testing.B) {
 		} {
 			b.Run(bc.name, func(b *testing.B) { benchBinary(b, bin, bc.args) })
 		}
+		b.Run("floor", func(b *testing.B) { benchFloor(b, bin) })
 	})
 }
 
 func benchBinary(b *testing.B, bin string, extra []string) {
-	const warmup = 3
-	f := collectortest.Tree(b, collectortest.MemDir(b), fixtures, 30)
-	engine := dockertest.Start(b, f.DockerDir)
-	relay := newRelayStandIn()
-	srv := httptest.NewServer(relay)
-	defer srv.Close()
+	s := newBenchSetup(b)
+	p := startProc(b, bin, append(s.collectorArgs(b), extra...), nil)
+	s.measure(b, p)
+	if n := s.relay.bad.Load(); n > 0 {
+		b.Fatalf("relay could not decode %d requests", n)
+	}
+	if n := s.relay.scrapeErrors.Load(); n > 0 {
+		b.Fatalf("till_collector_scrape_errors_total rose to %d", n)
+	}
+	if out := p.logs.String(); out != "" {
+		b.Fatalf("collector logged at warn or above:\n%s", out)
+	}
+	b.ReportMetric(float64(s.relay.series.Load()), "series/cycle")
+}
 
-	interval := "1s"
+// benchSetup is what a measured process works against: the fixture tree of
+// 30 containers on tmpfs, the fake engine and the relay stand-in.
+type benchSetup struct {
+	fixture  collectortest.Fixture
+	engine   *dockertest.Server
+	relay    *relayStandIn
+	url      string // the relay stand-in's remote-write URL
+	interval string
+}
+
+func newBenchSetup(b *testing.B) *benchSetup {
+	s := &benchSetup{fixture: collectortest.Tree(b, collectortest.MemDir(b), fixtures, 30), relay: newRelayStandIn(), interval: "1s"}
+	s.engine = dockertest.Start(b, s.fixture.DockerDir)
+	srv := httptest.NewServer(s.relay)
+	b.Cleanup(srv.Close)
+	s.url = srv.URL + "/api/v1/write"
 	if v := os.Getenv("TILLPIPE_BENCH_INTERVAL"); v != "" {
 		if _, err := time.ParseDuration(v); err != nil {
 			b.Fatalf("TILLPIPE_BENCH_INTERVAL: %v", err)
 		}
-		interval = v
+		s.interval = v
 	}
-	args := []string{"-relay-url", srv.URL + "/api/v1/write", "-device", "till-042", "-interval", interval,
-		"-cgroup-root", f.CgroupRoot, "-proc-root", f.ProcRoot, "-docker-socket", engine.Socket,
+	return s
+}
+
+// benchDevice names the till in the benchmark; its cycles fall at
+// collector.Offset of it within the interval.
+const benchDevice = "till-042"
+
+func (s *benchSetup) collectorArgs(b *testing.B) []string {
+	return []string{"-relay-url", s.url, "-device", benchDevice, "-interval", s.interval,
+		"-cgroup-root", s.fixture.CgroupRoot, "-proc-root", s.fixture.ProcRoot, "-docker-socket", s.engine.Socket,
 		"-listen", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b)), "-log-level", "warn"}
-	cmd := exec.Command(bin, append(args, extra...)...)
-	cmd.Env = append(os.Environ(), "GOMAXPROCS=", "GOGC=") // the flags decide
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+}
+
+// proc is a process the benchmark runs and measures.
+type proc struct {
+	cmd     *exec.Cmd
+	logs    bytes.Buffer
+	exited  chan error
+	stopped bool
+}
+
+// startProc starts bin with args (and env added to the benchmark's own,
+// with GOMAXPROCS and GOGC unset: the flags decide). It is killed when the
+// benchmark ends unless stopped first, and its output is logged if the
+// benchmark failed.
+func startProc(b *testing.B, bin string, args, env []string) *proc {
+	p := &proc{cmd: exec.Command(bin, args...), exited: make(chan error, 1)}
+	p.cmd.Env = append(append(os.Environ(), "GOMAXPROCS=", "GOGC="), env...)
+	p.cmd.Stdout, p.cmd.Stderr = &p.logs, &p.logs
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = cmd.Process.Kill()
-			<-exited
+	go func() { p.exited <- p.cmd.Wait() }()
+	b.Cleanup(func() {
+		if !p.stopped {
+			_ = p.cmd.Process.Kill()
+			<-p.exited
 		}
 		if b.Failed() {
-			b.Logf("collector log:\n%s", logs.String())
+			b.Logf("%s log:\n%s", filepath.Base(bin), p.logs.String())
 		}
-	}()
-	pid := cmd.Process.Pid
+	})
+	return p
+}
 
-	wait := func() {
-		select {
-		case <-relay.got:
-		case err := <-exited:
-			stopped = true
-			b.Fatalf("collector exited: %v", err)
-		}
+// stop ends p with SIGTERM, as init would, and fails unless it exits 0.
+func (p *proc) stop(b *testing.B) {
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		b.Fatal(err)
 	}
+	err := <-p.exited
+	p.stopped = true
+	if err != nil {
+		b.Fatalf("%s: %v", p.cmd.Path, err)
+	}
+}
+
+// wait returns when the relay stand-in has answered one more request, and
+// fails the benchmark if p exits meanwhile.
+func (s *benchSetup) wait(b *testing.B, p *proc) {
+	select {
+	case <-s.relay.got:
+	case err := <-p.exited:
+		p.stopped = true
+		b.Fatalf("%s exited: %v", p.cmd.Path, err)
+	}
+}
+
+// measure lets p run warm-up cycles, then measures b.N cycles (one relay
+// request each), stops p and reports what it cost.
+func (s *benchSetup) measure(b *testing.B, p *proc) {
+	const warmup = 3
 	for range warmup {
-		wait()
+		s.wait(b, p)
 	}
+	pid := p.cmd.Process.Pid
 	cpu0, sw0 := taskCPU(b, pid)
 	ticks0 := statCPU(b, pid)
 	perCycle := make([]time.Duration, 0, b.N)
 	last := cpu0
 	for b.Loop() {
-		wait()
+		s.wait(b, p)
 		c, _ := taskCPU(b, pid)
 		perCycle = append(perCycle, c-last)
 		last = c
@@ -146,24 +217,8 @@ func benchBinary(b *testing.B, bin string, extra []string) {
 	cpu, sw = cpu-cpu0, sw-sw0
 	ticks := statCPU(b, pid) - ticks0
 	status := procStatus(b, pid)
+	p.stop(b)
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		b.Fatal(err)
-	}
-	err := <-exited
-	stopped = true
-	if err != nil {
-		b.Fatalf("collector: %v", err)
-	}
-	if n := relay.bad.Load(); n > 0 {
-		b.Fatalf("relay could not decode %d requests", n)
-	}
-	if n := relay.scrapeErrors.Load(); n > 0 {
-		b.Fatalf("till_collector_scrape_errors_total rose to %d", n)
-	}
-	if s := logs.String(); s != "" {
-		b.Fatalf("collector logged at warn or above:\n%s", s)
-	}
 	n := float64(b.N)
 	b.ReportMetric(float64(cpu.Microseconds())/1e3/n, "cpu-ms/cycle")
 	b.Logf("cpu per cycle, in order (-test.v prints it): %v", perCycle) // which cycles make the mean
@@ -174,7 +229,6 @@ func benchBinary(b *testing.B, bin string, extra []string) {
 	b.ReportMetric(float64(status["VmHWM"])/1024, "rss-MiB")
 	b.ReportMetric(float64(status["VmRSS"])/1024, "rss-end-MiB")
 	b.ReportMetric(float64(status["RssAnon"])/1024, "anon-MiB")
-	b.ReportMetric(float64(relay.series.Load()), "series/cycle")
 }
 
 // relayStandIn decodes remote-write requests as the relay does and signals
@@ -183,9 +237,19 @@ type relayStandIn struct {
 	got                                 chan struct{}
 	requests, bad, series, scrapeErrors atomic.Int64
 
-	mu               sync.Mutex // guards the buffers
+	mu               sync.Mutex // guards the buffers and the last request
 	compressed, body []byte
 	unmarshaler      prompb.WriteRequestUnmarshaler
+	lastRequest      []byte   // the last request decoded, as it came
+	mountPoints      []string // its node_filesystem_size_bytes mount points
+}
+
+// last returns a copy of the last request decoded and the mount points of
+// its filesystem series.
+func (r *relayStandIn) last() ([]byte, []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.lastRequest), slices.Clone(r.mountPoints)
 }
 
 func newRelayStandIn() *relayStandIn { return &relayStandIn{got: make(chan struct{}, 1000)} }
@@ -210,10 +274,19 @@ func (r *relayStandIn) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.series.Store(int64(len(wr.Timeseries)))
+	r.lastRequest = append(r.lastRequest[:0], r.compressed...)
+	r.mountPoints = r.mountPoints[:0]
 	for _, ts := range wr.Timeseries {
-		if ts.Labels[0].Value == "till_collector_scrape_errors_total" {
+		switch ts.Labels[0].Value {
+		case "till_collector_scrape_errors_total":
 			for _, s := range ts.Samples {
 				r.scrapeErrors.Add(int64(s.Value))
+			}
+		case "node_filesystem_size_bytes":
+			for _, l := range ts.Labels {
+				if l.Name == "mountpoint" {
+					r.mountPoints = append(r.mountPoints, l.Value)
+				}
 			}
 		}
 	}
@@ -222,15 +295,16 @@ func (r *relayStandIn) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.got <- struct{}{}
 }
 
-// buildCollector builds cmd/collector as the Makefile does.
-func buildCollector(b *testing.B) string {
+// build builds the command pkg as the Makefile builds cmd/collector
+// (static, stripped) and returns the binary's path.
+func build(b *testing.B, pkg string) string {
 	b.Helper()
-	out := filepath.Join(b.TempDir(), "collector")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "tillpipe/cmd/collector")
+	out := filepath.Join(b.TempDir(), path.Base(pkg))
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
 	cmd.Dir = testenv.ModuleRoot(b)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if msg, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, msg)
+		b.Fatalf("go build %s: %v\n%s", pkg, err, msg)
 	}
 	return out
 }
