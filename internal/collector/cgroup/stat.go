@@ -70,14 +70,12 @@ func (r *Reader) readUint(c *Container, slot int, st *Stats, bit Field, dst *uin
 	if err != nil {
 		return err
 	}
-	if string(bytes.TrimSpace(b)) == "max" {
-		*dst = 0
-		st.Has |= bit
-		return nil
-	}
 	v, ok := parseUint(b)
 	if !ok {
-		return &ParseError{Path: path, Line: string(bytes.TrimSpace(b))}
+		if string(bytes.TrimSpace(b)) != "max" {
+			return &ParseError{Path: path, Line: string(bytes.TrimSpace(b))}
+		}
+		v = 0
 	}
 	*dst = v
 	st.Has |= bit
@@ -111,8 +109,8 @@ func (r *Reader) readOOMKills(c *Container, st *Stats) error {
 	}
 	if c.oomDue || c.wd < 0 {
 		var s Stats
-		err := r.readFlat(c, fileMemEvents, oomKillKeys, func(k []byte, v uint64) {
-			if string(k) == "oom_kill" {
+		err := r.readFlat(c, fileMemEvents, oomKillKeys, func(k string, v uint64) {
+			if k == "oom_kill" {
 				s.OOMKills, s.Has = v, FieldOOMKills
 			}
 		})
@@ -128,7 +126,7 @@ func (r *Reader) readOOMKills(c *Container, st *Stats) error {
 }
 
 // readFlat reads the keys of a flat-keyed file (see flatKeyed).
-func (r *Reader) readFlat(c *Container, slot int, keys []string, fn func(key []byte, v uint64)) error {
+func (r *Reader) readFlat(c *Container, slot int, keys *keySet, fn func(key string, v uint64)) error {
 	b, err := r.fr.read(c, slot)
 	if err != nil {
 		return err
@@ -138,12 +136,12 @@ func (r *Reader) readFlat(c *Container, slot int, keys []string, fn func(key []b
 
 // The keys read from the flat-keyed files.
 var (
-	cpuStatV2Keys   = []string{"usage_usec", "user_usec", "system_usec", "nr_throttled", "throttled_usec"}
-	memStatV2Keys   = []string{"anon", "file", "inactive_file"}
-	oomKillKeys     = []string{"oom_kill"} // v2 memory.events, v1 memory.oom_control
-	cpuAcctStatKeys = []string{"user", "system"}
-	cpuStatV1Keys   = []string{"nr_throttled", "throttled_time"}
-	memStatV1Keys   = []string{"total_rss", "total_cache", "total_inactive_file"}
+	cpuStatV2Keys   = newKeySet("usage_usec", "user_usec", "system_usec", "nr_throttled", "throttled_usec")
+	memStatV2Keys   = newKeySet("anon", "file", "inactive_file")
+	oomKillKeys     = newKeySet("oom_kill") // v2 memory.events, v1 memory.oom_control
+	cpuAcctStatKeys = newKeySet("user", "system")
+	cpuStatV1Keys   = newKeySet("nr_throttled", "throttled_time")
+	memStatV1Keys   = newKeySet("total_rss", "total_cache", "total_inactive_file")
 )
 
 func (r *Reader) readV2(c *Container, st *Stats) error {
@@ -153,8 +151,8 @@ func (r *Reader) readV2(c *Container, st *Stats) error {
 			errs = err
 		}
 	}
-	note(r.readFlat(c, fileCPUStat, cpuStatV2Keys, func(k []byte, v uint64) {
-		switch string(k) {
+	note(r.readFlat(c, fileCPUStat, cpuStatV2Keys, func(k string, v uint64) {
+		switch k {
 		case "usage_usec":
 			st.CPUUsage, st.Has = float64(v)/1e6, st.Has|FieldCPUUsage
 		case "user_usec":
@@ -168,8 +166,8 @@ func (r *Reader) readV2(c *Container, st *Stats) error {
 		}
 	}))
 	note(r.readUint(c, fileMemCurrent, st, FieldMemUsage, &st.MemUsage))
-	note(r.readFlat(c, fileMemStat, memStatV2Keys, func(k []byte, v uint64) {
-		switch string(k) {
+	note(r.readFlat(c, fileMemStat, memStatV2Keys, func(k string, v uint64) {
+		switch k {
 		case "anon":
 			st.RSS, st.Has = v, st.Has|FieldRSS
 		case "file":
@@ -238,16 +236,16 @@ func (r *Reader) readV1(c *Container, st *Stats) error {
 	} else {
 		note(err)
 	}
-	note(r.readFlat(c, fileCPUAcctStat, cpuAcctStatKeys, func(k []byte, v uint64) {
-		switch string(k) {
+	note(r.readFlat(c, fileCPUAcctStat, cpuAcctStatKeys, func(k string, v uint64) {
+		switch k {
 		case "user":
 			st.CPUUser, st.Has = float64(v)/userHZ, st.Has|FieldCPUUser
 		case "system":
 			st.CPUSystem, st.Has = float64(v)/userHZ, st.Has|FieldCPUSystem
 		}
 	}))
-	note(r.readFlat(c, fileCPUStat, cpuStatV1Keys, func(k []byte, v uint64) {
-		switch string(k) {
+	note(r.readFlat(c, fileCPUStat, cpuStatV1Keys, func(k string, v uint64) {
+		switch k {
 		case "nr_throttled":
 			st.ThrottledPeriods, st.Has = v, st.Has|FieldThrottledPeriods
 		case "throttled_time": // nanoseconds
@@ -255,8 +253,8 @@ func (r *Reader) readV1(c *Container, st *Stats) error {
 		}
 	}))
 	note(r.readUint(c, fileMemCurrent, st, FieldMemUsage, &st.MemUsage))
-	note(r.readFlat(c, fileMemStat, memStatV1Keys, func(k []byte, v uint64) {
-		switch string(k) {
+	note(r.readFlat(c, fileMemStat, memStatV1Keys, func(k string, v uint64) {
+		switch k {
 		case "total_rss":
 			st.RSS, st.Has = v, st.Has|FieldRSS
 		case "total_cache":
