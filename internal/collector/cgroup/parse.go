@@ -205,13 +205,9 @@ func parsePressure(b []byte, path string) (p Pressure, err error) {
 			continue
 		}
 		kind, fields := keyValue(line)
-		i := bytes.Index(fields, []byte("total="))
-		if i < 0 {
+		tot, ok := pressureTotal(fields)
+		if !ok {
 			return p, &ParseError{Path: path, Line: string(line)}
-		}
-		tot := fields[i+len("total="):]
-		if j := bytes.IndexByte(tot, ' '); j >= 0 {
-			tot = tot[:j]
 		}
 		us, ok := parseUint(tot)
 		if !ok {
@@ -225,6 +221,30 @@ func parsePressure(b []byte, path string) (p Pressure, err error) {
 		}
 	}
 	return p, nil
+}
+
+// pressureTotal returns the number of the "total=" field of a PSI line's
+// fields. The kernel writes it last (as it has since PSI came, in 4.20),
+// so it is looked for there first, a few bytes back from the line's end,
+// and searched for from the start only when it is not there: that search
+// took about a third of a PSI file's parse (cachegrind).
+func pressureTotal(fields []byte) ([]byte, bool) {
+	last := fields
+	if i := bytes.LastIndexByte(fields, ' '); i >= 0 {
+		last = fields[i+1:]
+	}
+	if tot, ok := bytes.CutPrefix(last, []byte("total=")); ok {
+		return tot, true
+	}
+	i := bytes.Index(fields, []byte("total="))
+	if i < 0 {
+		return nil, false
+	}
+	tot := fields[i+len("total="):]
+	if j := bytes.IndexByte(tot, ' '); j >= 0 {
+		tot = tot[:j]
+	}
+	return tot, true
 }
 
 // ParseError is a cgroup file whose content does not have the expected

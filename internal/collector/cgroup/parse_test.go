@@ -126,3 +126,48 @@ func referenceFlatKeyed(in string, keys []string) (string, bool) {
 	}
 	return strings.Join(calls, " "), false
 }
+
+// FuzzParsePressure holds parsePressure to a plain reading of a PSI file
+// that takes a line's first "total=" field (seeds in testdata/fuzz). They
+// differ, by design, only on a line with more than one: parsePressure
+// takes the last field when it is the total, as the kernel writes it.
+func FuzzParsePressure(f *testing.F) {
+	f.Fuzz(func(t *testing.T, in []byte) {
+		got, err := parsePressure(in, "cpu.pressure")
+		want, wantErr := referencePressure(string(in))
+		for _, line := range strings.Split(string(in), "\n") {
+			if strings.Count(line, "total=") > 1 {
+				return
+			}
+		}
+		if (err != nil) != wantErr || err == nil && got != want {
+			t.Fatalf("parsePressure(%q) = %+v, %v; the reference reads %+v, error %v", in, got, err, want, wantErr)
+		}
+	})
+}
+
+func referencePressure(in string) (p Pressure, bad bool) {
+	for _, line := range strings.Split(in, "\n") {
+		if line == "" {
+			continue
+		}
+		kind, fields, _ := strings.Cut(line, " ")
+		_, tot, ok := strings.Cut(fields, "total=")
+		if !ok {
+			return p, true
+		}
+		tot, _, _ = strings.Cut(tot, " ")
+		tot = strings.TrimSpace(tot)
+		us, err := strconv.ParseUint(tot, 10, 64)
+		if err != nil || len(tot) > 20 {
+			return p, true
+		}
+		switch kind {
+		case "some":
+			p.Some, p.HasSome = float64(us)/1e6, true
+		case "full":
+			p.Full, p.HasFull = float64(us)/1e6, true
+		}
+	}
+	return p, false
+}

@@ -197,7 +197,10 @@ func (r *Reader) readIOStat(c *Container, slot int, st *Stats) error {
 		var line []byte
 		line, b = nextLine(b)
 		_, fields := keyValue(line)
-		for len(fields) > 0 {
+		// rbytes and wbytes lead a line (the kernel's blkcg_print_stat);
+		// the fields after them are not looked at.
+		var seen uint8
+		for len(fields) > 0 && seen != 3 {
 			var kv []byte
 			kv, fields = keyValue(fields)
 			k, v, ok := bytes.Cut(kv, []byte("="))
@@ -207,9 +210,9 @@ func (r *Reader) readIOStat(c *Container, slot int, st *Stats) error {
 			var dst *uint64
 			switch string(k) {
 			case "rbytes":
-				dst = &st.ReadBytes
+				dst, seen = &st.ReadBytes, seen|1
 			case "wbytes":
-				dst = &st.WriteBytes
+				dst, seen = &st.WriteBytes, seen|2
 			default:
 				continue
 			}
