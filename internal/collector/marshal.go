@@ -147,6 +147,10 @@ func (b *body) marshalSnappy(cycle []*series, ts int64) []byte {
 	return out
 }
 
+// patch writes the samples of cycle stamped ts into the body of the last
+// cycle when the series are the same, in the same order, and each is zero
+// where it was (a zero value is left out of the body); otherwise it
+// returns false and leaves the body as it was.
 func (b *body) patch(cycle []*series, ts int64) bool {
 	if len(cycle) != len(b.series) || ts == 0 || uvarintLen(uint64(ts)) != b.tsLen {
 		return false
@@ -157,12 +161,24 @@ func (b *body) patch(cycle []*series, ts int64) bool {
 		}
 	}
 	var tsb [binary.MaxVarintLen64]byte
-	enc := binary.PutUvarint(tsb[:], uint64(ts))
+	enc := tsb[:binary.PutUvarint(tsb[:], uint64(ts))]
+	// The timestamp goes in as one 8-byte read, mask and write where the
+	// body has 8 bytes from it: a call to memmove for its 6 bytes cost
+	// more than the rest of the loop (cachegrind).
+	var word, mask uint64
+	if len(enc) < 8 {
+		word, mask = binary.LittleEndian.Uint64(tsb[:8]), 1<<(8*len(enc))-1
+	}
 	for i, s := range cycle {
 		if off := b.value[i]; off >= 0 {
 			binary.LittleEndian.PutUint64(b.buf[off:], math.Float64bits(s.value))
 		}
-		copy(b.buf[b.ts[i]:], tsb[:enc])
+		if t := int(b.ts[i]); mask != 0 && t+8 <= len(b.buf) {
+			w := b.buf[t : t+8]
+			binary.LittleEndian.PutUint64(w, binary.LittleEndian.Uint64(w)&^mask|word)
+		} else {
+			copy(b.buf[t:], enc)
+		}
 	}
 	return true
 }
