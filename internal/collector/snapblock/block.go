@@ -175,9 +175,8 @@ func (b *Block) Patch(src []byte) ([]byte, error) {
 		d, s := b.dst[b.offs[i]:], src[r.Start:r.End]
 		if n := len(s); n >= 8 && n <= 16 {
 			// A sample's value and timestamp (15 bytes in the collector's
-			// body): two overlapping 8-byte moves, not a call to memmove,
-			// 16,000 fewer instructions in a collector cycle of 924,000
-			// (cachegrind).
+			// body): two overlapping 8-byte moves, not a call to memmove:
+			// 16,000 fewer instructions in a collector cycle (cachegrind).
 			_ = d[n-1]
 			binary.LittleEndian.PutUint64(d, binary.LittleEndian.Uint64(s))
 			binary.LittleEndian.PutUint64(d[n-8:], binary.LittleEndian.Uint64(s[n-8:]))
