@@ -28,7 +28,9 @@ type floorConfig struct {
 // the system calls of a steady cycle and does nothing else. It preads the
 // files the collector holds open (memory.max and memory.events aside: the
 // collector reads those only when they change), statfs()es the filesystems
-// the collector reported, and POSTs the collector's own last request to the
+// the collector reported (not those of the fixture's mount table whose
+// statfs fails here, which the collector tries every cycle: about two
+// system calls fewer), and POSTs the collector's own last request to the
 // same relay stand-in on a kept connection, waking on a timerfd at the
 // collector's instants. The collector runs first, for two cycles, to find
 // these; the floor is then measured as the collector is. What a cycle of
