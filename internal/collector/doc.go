@@ -390,8 +390,9 @@
 // first four measured cycles 1.13-1.49 ms), so that transient is the
 // kernel's, on a fresh fixture tree: a perf profile of the collector's
 // high cycles puts the extra in _copy_to_iter, copying the fixture's
-// tmpfs pages, and this VM runs DAMON with a pageout scheme for file
-// pages idle for a minute, which the fixture's pages become.
+// tmpfs pages. The likely cause, not tested here (it would mean turning
+// the machine's setting off): this VM runs DAMON with a pageout scheme
+// for file pages idle for a minute, which the fixture's pages become.
 //
 // Instructions: bench/collector-instructions.sh runs the benchmark with
 // the collector under cachegrind for 10 and for 40 cycles and divides the
