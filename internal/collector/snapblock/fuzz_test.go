@@ -61,15 +61,35 @@ func FuzzEncodePatch(f *testing.F) {
 		if err := checkBlock(&b, enc, src); err != nil {
 			t.Fatalf("Encode %d bytes with ranges %v: %v", len(src), vol, err)
 		}
-		for round := range 3 {
+		if n, want := len(b.Offsets()), len(nonEmpty(vol)); n != want {
+			t.Fatalf("%d offsets for %d non-empty ranges", n, want)
+		}
+		for round := range 4 {
 			src = fuzzPatch(src, vol, patchSeed, round)
-			got, err := b.Patch(src)
-			if err != nil {
-				t.Fatalf("Patch: %v", err)
+			got := enc
+			if round%2 == 0 {
+				if got, err = b.Patch(src); err != nil {
+					t.Fatalf("Patch: %v", err)
+				}
+			} else { // as the collector does: write the ranges at Offsets
+				for i, r := range nonEmpty(vol) {
+					copy(enc[b.Offsets()[i]:], src[r.Start:r.End])
+				}
 			}
 			if err := checkBlock(&b, got, src); err != nil {
 				t.Fatalf("Patch round %d with ranges %v: %v", round, vol, err)
 			}
 		}
 	})
+}
+
+// nonEmpty returns the ranges of vol that are not empty, those [Block.Offsets] counts.
+func nonEmpty(vol []Range) []Range {
+	var out []Range
+	for _, r := range vol {
+		if r.Start < r.End {
+			out = append(out, r)
+		}
+	}
+	return out
 }
