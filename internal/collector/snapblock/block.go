@@ -15,12 +15,14 @@
 //
 // A literal ends only where a copy starts or at the end of the source, and
 // no copy starts inside a volatile range, so each range lies inside one
-// literal, contiguous in the block. Encode records where it starts, and
-// [Block.Patch] is one copy per range. The decoded length at the head of
-// the block stays right, as Patch takes a source of the same length.
+// literal, contiguous in the block. Encode records where it starts
+// ([Block.Offsets]), and [Block.Patch] is one copy per range. The decoded
+// length at the head of the block stays right, as Patch takes a source of
+// the same length.
 //
 // The collector sends the same remote-write body every cycle with only the
-// sample bytes changed, so it encodes once and then patches. The price is
+// sample bytes changed, so it encodes once and then writes each cycle's
+// samples at the ranges' offsets, without rewriting the source. The price is
 // that the volatile bytes are never compressed, the timestamps (the same
 // in every series) above all, which snappy would have copied: on this
 // package's test body of 1,110 series with varied labels the block is
