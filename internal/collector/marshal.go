@@ -121,8 +121,9 @@ func (b *body) marshal(cycle []*series, ts int64) []byte {
 // marshalSnappy returns cycle stamped ts as a WriteRequest in snappy's
 // block format, valid until the next call.
 func (b *body) marshalSnappy(cycle []*series, ts int64) []byte {
-	if b.zValid && b.same(cycle, ts) {
-		writeSamples(b.zOut, b.zValue, b.zTS, cycle, ts)
+	// One pass checks the layout and writes into the block: should a
+	// series differ, the block is encoded again below.
+	if b.zValid && b.sameTS(ts) && writeSamples(b.zOut, b.zValue, b.zTS, b.series, cycle, ts) {
 		return b.zOut
 	}
 	if !b.patch(cycle, ts) {
@@ -173,7 +174,7 @@ func (b *body) marshalSnappy(cycle []*series, ts int64) []byte {
 // the same series in the same order, each zero where it was (a zero value
 // is left out of the body), and a timestamp varint of the same length.
 func (b *body) same(cycle []*series, ts int64) bool {
-	if len(cycle) != len(b.series) || ts == 0 || uvarintLen(uint64(ts)) != b.tsLen {
+	if len(cycle) != len(b.series) || !b.sameTS(ts) {
 		return false
 	}
 	for i, s := range cycle {
@@ -184,6 +185,10 @@ func (b *body) same(cycle []*series, ts int64) bool {
 	return true
 }
 
+// sameTS reports whether ts is not 0 and its varint has the length of the
+// last body's timestamps.
+func (b *body) sameTS(ts int64) bool { return ts != 0 && uvarintLen(uint64(ts)) == b.tsLen }
+
 // patch writes the samples of cycle stamped ts into buf when it has the
 // layout of the last body (same); otherwise it returns false and leaves
 // the body as it was.
@@ -191,13 +196,18 @@ func (b *body) patch(cycle []*series, ts int64) bool {
 	if !b.same(cycle, ts) {
 		return false
 	}
-	writeSamples(b.buf, b.value, b.ts, cycle, ts)
-	return true
+	return writeSamples(b.buf, b.value, b.ts, b.series, cycle, ts)
 }
 
 // writeSamples writes the value of each of cycle at value[i] in dst
-// (unless value[i] is -1: omitted) and ts as a uvarint at tsAt[i].
-func writeSamples(dst []byte, value, tsAt []int32, cycle []*series, ts int64) {
+// (unless value[i] is -1: omitted) and ts, of the length the offsets were
+// made for, as a uvarint at tsAt[i], while cycle has the layout of want:
+// the same series, each zero where value[i] is -1. It returns false at the
+// first series that does not, with those before it written.
+func writeSamples(dst []byte, value, tsAt []int32, want, cycle []*series, ts int64) bool {
+	if len(cycle) != len(want) {
+		return false
+	}
 	var tsb [binary.MaxVarintLen64]byte
 	enc := tsb[:binary.PutUvarint(tsb[:], uint64(ts))]
 	// The timestamp goes in as one 8-byte read, mask and write where dst
@@ -207,9 +217,13 @@ func writeSamples(dst []byte, value, tsAt []int32, cycle []*series, ts int64) {
 	if len(enc) < 8 {
 		word, mask = binary.LittleEndian.Uint64(tsb[:8]), 1<<(8*len(enc))-1
 	}
-	value, tsAt = value[:len(cycle)], tsAt[:len(cycle)]
+	value, tsAt, want = value[:len(cycle)], tsAt[:len(cycle)], want[:len(cycle)]
 	for i, s := range cycle {
-		if off := value[i]; off >= 0 {
+		off := value[i]
+		if s != want[i] || (s.value != 0) != (off >= 0) {
+			return false
+		}
+		if off >= 0 {
 			binary.LittleEndian.PutUint64(dst[off:], math.Float64bits(s.value))
 		}
 		if t := int(tsAt[i]); mask != 0 && t+8 <= len(dst) {
@@ -219,6 +233,7 @@ func writeSamples(dst []byte, value, tsAt []int32, cycle []*series, ts int64) {
 			copy(dst[t:], enc)
 		}
 	}
+	return true
 }
 
 func (b *body) build(cycle []*series, ts int64) {
