@@ -39,16 +39,18 @@
 // # Footprint
 //
 // Goal: under 1 ms of CPU per 15 s cycle for 30 containers and under 15 MiB
-// resident. Now (the eighth pass below), in steady state at 15 s: 1.01 ms
-// a cycle, median 0.98, over four runs side by side with the seventh
-// pass's build (1.08 and 1.00); peak RSS 14.6-14.8 MiB. The floor, the
-// same system calls made alone by bench/collectorfloor
-// (BenchmarkBinaryCycle/containers=30/floor), costs 0.6-0.65 ms of that
-// on this machine, and runs of one build differ by 0.1-0.3 ms with the
-// machine's other load: the goal sits at the edge of what this machine
-// measures. What the collector's own code does is counted instead, the
-// same within 1% from run to run: 845,000 user-space instructions a cycle
-// (bench/collector-instructions.sh, cachegrind), 25% fewer than the
+// resident. Now (the ninth pass below), at 15 s, each run alone: 0.94 to
+// 1.12 ms a cycle over five runs (medians 0.92 to 1.09), against 1.08 to
+// 1.23 for the eighth pass's build in the runs alternated with them, and
+// 1.21 and 1.37 in two runs of the README's command; peak RSS 14.2-14.9
+// MiB. The floor, the same system calls made alone by
+// bench/collectorfloor (BenchmarkBinaryCycle/containers=30/floor), costs
+// 0.66-0.68 ms of that on this machine, and runs of one build differ by
+// 0.1-0.3 ms with the machine's other load: the CPU goal sits at the edge
+// of what this machine measures, and is not yet met in every run. What
+// the collector's own code does is counted instead, the same within 1%
+// from run to run: 753,000 user-space instructions a cycle
+// (bench/collector-instructions.sh, cachegrind), a third fewer than the
 // seventh pass's 1,125,000.
 // In process, a cycle costs about 200 µs (170-250 from run to run) and 4
 // allocations. Measured on a 2-vCPU Intel Xeon VM (Linux 6.18, a sandbox
@@ -409,7 +411,8 @@
 //     to 19 digits are parsed without trimming or per-digit overflow
 //     checks: about 200,000.
 //   - snapblock.Patch moves a 8-16 byte range with two 8-byte loads and
-//     stores instead of calling memmove: 16,000.
+//     stores instead of calling memmove: 16,000 (gone in the ninth pass,
+//     when the collector stopped calling Patch).
 //   - a PSI line's total is looked for at the line's end, where the kernel
 //     writes it, before searching the line; an io.stat line is read only
 //     to wbytes; a patched sample's timestamp is one masked 8-byte store
@@ -448,6 +451,45 @@
 // mostly the kernel's work and what cold caches add to everything, which
 // an instruction count does not see.
 //
+// A ninth pass stopped writing the protobuf body every cycle. A cycle
+// with the last one's layout (the same series in the same order, zeros
+// where they were, a timestamp of the same length), nearly every cycle,
+// writes its values and timestamp straight into the snappy block, at
+// offsets worked out once per encoding (snapblock.Block.Offsets), checking
+// the layout in the same pass; the 167 KB body's sample fields are
+// written again only before the next encoding. Instructions: 856,000 a
+// cycle before (this pass's run of the script) -> 769,000 -> 753,000 with
+// the check folded into the writing pass. CPU, each build run alone and
+// the two alternated, at 15 s (not side by side: in one such run two
+// collectors and their harnesses on two cores cost each other 1.45-1.54
+// ms a cycle):
+//
+//	cycles   before: mean, median    after: mean, median    after lower in
+//	16       1.08, 1.10              0.98, 0.99
+//	16       1.12, 1.11              0.96, 0.92
+//	24       1.23, 1.09              1.05, 1.01             15 of 24 pairs
+//	24       1.09, 1.07              1.12, 1.09              9 of 24
+//
+// and one more run of the after build alone, 16 cycles: 0.94 (median
+// 0.94). Over the four pairs of runs, 1.13 ms a cycle against 1.03. The
+// README's command (the collector built from the tree, then the floor, 24
+// cycles each) twice: 1.37 and 1.21 ms a cycle (1.30 and 1.04 without the
+// first four cycles; medians 1.02 and 0.98), the floor 0.66 and 0.68.
+// The first of those runs had six cycles of 1.8-3.2 ms, the second only
+// its first two and the reconcile cycle: runs minutes apart differ by
+// more than the change, and the floor, measured right after, did not
+// have them. Peak RSS 14.2-14.9 MiB. In process 229-244 µs and 4
+// allocations a cycle (unchanged: in a hot loop the body's cache lines
+// cost little).
+//
+// Tried and not kept: comparing series keys with a method that skips the
+// bytes of strings with the same pointer (769,000 -> 752,000
+// instructions, but the method was not inlined and cost 58 instructions
+// a call against the generated comparison's 50 and its memequal calls).
+// In the benchmark the strings are the same pointers already: the docker
+// client interns the list's strings, and a series' key is kept from its
+// first cycle.
+//
 // What a cycle does: the label set of every series is marshaled once when
 // it is interned and copied into the WriteRequest (byte-identical to
 // prompb's marshaler) when the series sequence changed, otherwise only
@@ -461,8 +503,9 @@
 // 20 cycles, or every cycle without an event stream), parsed with a
 // reused fastjson parser into reused entries, and containers are
 // inspected only when their list State/Status changes; the request's
-// snappy encoding is patched like the body (package snapblock) and copied
-// into the buffer of the last sent one; the agent collects garbage about every half hour instead of every two
+// samples are written straight into the request's snappy encoding
+// (package snapblock), which is copied into the buffer of the last sent
+// one; the agent collects garbage about every half hour instead of every two
 // minutes; the relay POST is written and its answer read on the sender's
 // goroutine. What still allocates is the request and its answer (and the
 // engine list on the cycles that list) and, without an engine, one path
