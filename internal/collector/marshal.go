@@ -90,9 +90,10 @@ func appendTimeSeriesPB(dst, labels []byte, v float64, ts int64) []byte {
 // The snappy encoding is kept the same way: snapblock emits the sample
 // fields as literals that no copy refers to, so the samples can be written
 // straight into the last encoding, and the 167 KB of a 30-container body
-// are compressed only when the series change. A cycle that sends writes
-// only there: buf's sample fields are then stale, and are written again
-// (patch) before anything reads buf.
+// are compressed only when the series change. A cycle with the last
+// one's layout writes its samples only there (marshalSnappy): buf's
+// sample fields are then stale, and are written again (patch) before
+// anything reads buf.
 type body struct {
 	buf    []byte
 	series []*series // in body order
