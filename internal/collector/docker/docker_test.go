@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"go.uber.org/goleak"
 
@@ -36,9 +37,9 @@ func TestTracker_InspectsOnlyWhenStatusChanges(t *testing.T) {
 	if err != nil || len(got) != 5 || srv.Inspects() != 5 {
 		t.Fatalf("first cycle: %d containers, %d inspects, err %v", len(got), srv.Inspects(), err)
 	}
-	byName := map[string]*docker.Container{}
+	byName, images := map[string]*docker.Container{}, map[string]string{}
 	for _, c := range got {
-		byName[c.Name] = c
+		byName[c.Name], images[c.Name] = c, c.Image
 	}
 	if c := byName["receipt-printer"]; c.State != "restarting" || c.RestartCount != 7 {
 		t.Errorf("receipt-printer %+v", c)
@@ -63,6 +64,13 @@ func TestTracker_InspectsOnlyWhenStatusChanges(t *testing.T) {
 	}
 	if _, err := tr.Containers(ctx, nil); err != nil || srv.Inspects() != 6 {
 		t.Fatalf("one status changed: %d inspects, want 1, err %v", srv.Inspects()-5, err)
+	}
+	// The inspected container keeps its name and image strings, not only
+	// their bytes (see keep).
+	for name, c := range byName {
+		if unsafe.StringData(c.Name) != unsafe.StringData(name) || unsafe.StringData(c.Image) != unsafe.StringData(images[name]) {
+			t.Errorf("%s: name or image string replaced by an equal one after an inspect", name)
+		}
 	}
 }
 
