@@ -54,12 +54,20 @@ func run(path string) error {
 	if err != nil {
 		return err
 	}
+	// Unknown fields are refused, and what a cycle needs must be there:
+	// the benchmark writes this file from a copy of Config, and a field
+	// renamed on one side must not leave a floor that reads nothing.
 	var cfg Config
-	if err := json.Unmarshal(data, &cfg); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	if cfg.Interval <= 0 {
+	switch {
+	case cfg.Interval <= 0:
 		return fmt.Errorf("%s: interval %v", path, cfg.Interval)
+	case len(cfg.Files) == 0, cfg.Addr == "", len(cfg.Request) == 0:
+		return fmt.Errorf("%s: %d files, address %q, a %d-byte request: all are needed", path, len(cfg.Files), cfg.Addr, len(cfg.Request))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()

@@ -49,7 +49,10 @@ func TestRun_Errors(t *testing.T) {
 		{"no config", filepath.Join(t.TempDir(), "none.json"), "no such file"},
 		{"not JSON", notJSON, "bad.json"},
 		{"no interval", writeConfig(t, Config{Files: ok.Files, Addr: ok.Addr}), "interval 0s"},
-		{"missing file", writeConfig(t, Config{Files: []string{file + ".gone"}, Addr: ok.Addr, Interval: time.Second}), "open " + file + ".gone"},
+		{"unknown field", writeConfig(t, map[string]any{"Files": ok.Files, "Addr": ok.Addr, "Request": request, "Interval": time.Second, "File": "x"}), `unknown field "File"`},
+		{"no files", writeConfig(t, Config{Addr: ok.Addr, Request: request, Interval: time.Second}), "0 files"},
+		{"no request", writeConfig(t, Config{Files: ok.Files, Addr: ok.Addr, Interval: time.Second}), "a 0-byte request"},
+		{"missing file", writeConfig(t, Config{Files: []string{file + ".gone"}, Addr: ok.Addr, Request: request, Interval: time.Second}), "open " + file + ".gone"},
 		{"relay answers 500", writeConfig(t, ok), "relay answered \"HTTP/1.1 500"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

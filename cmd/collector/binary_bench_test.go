@@ -240,16 +240,17 @@ type relayStandIn struct {
 	mu               sync.Mutex // guards the buffers and the last request
 	compressed, body []byte
 	unmarshaler      prompb.WriteRequestUnmarshaler
-	lastRequest      []byte   // the last request decoded, as it came
-	mountPoints      []string // its node_filesystem_size_bytes mount points
+	lastRequest      []byte      // the last request decoded, as it came
+	lastHeader       http.Header // its headers
+	mountPoints      []string    // its node_filesystem_size_bytes mount points
 }
 
-// last returns a copy of the last request decoded and the mount points of
-// its filesystem series.
-func (r *relayStandIn) last() ([]byte, []string) {
+// last returns a copy of the last request decoded, its headers and the
+// mount points of its filesystem series.
+func (r *relayStandIn) last() ([]byte, http.Header, []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return slices.Clone(r.lastRequest), slices.Clone(r.mountPoints)
+	return slices.Clone(r.lastRequest), r.lastHeader.Clone(), slices.Clone(r.mountPoints)
 }
 
 func newRelayStandIn() *relayStandIn { return &relayStandIn{got: make(chan struct{}, 1000)} }
@@ -274,7 +275,7 @@ func (r *relayStandIn) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.series.Store(int64(len(wr.Timeseries)))
-	r.lastRequest = append(r.lastRequest[:0], r.compressed...)
+	r.lastRequest, r.lastHeader = append(r.lastRequest[:0], r.compressed...), req.Header.Clone()
 	r.mountPoints = r.mountPoints[:0]
 	for _, ts := range wr.Timeseries {
 		switch ts.Labels[0].Value {

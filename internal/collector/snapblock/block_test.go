@@ -306,6 +306,9 @@ func TestEncodePatch_Errors(t *testing.T) {
 			if !errors.Is(err, tc.encErr) {
 				t.Fatalf("Encode error %v, want %v", err, tc.encErr)
 			}
+			if err != nil && b.Offsets() != nil {
+				t.Fatalf("Offsets %v after a failed Encode, want nil", b.Offsets())
+			}
 			if tc.patch == nil {
 				return
 			}
