@@ -17,6 +17,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/golang/snappy"
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/net/http/httpguts"
 )
 
 // ErrInvalidOption is wrapped by every error about a bad [ClientOptions] field.
@@ -49,8 +51,23 @@ type ClientOptions struct {
 	Timeout time.Duration
 	// UserAgent defaults to "tillpipe".
 	UserAgent string
-	// HTTPClient replaces the client built from TLS and Timeout.
+	// HTTPClient replaces the client built from TLS and Timeout. When its
+	// Transport is a [Poster] and the client has no Timeout and no cookie
+	// Jar, requests go to the Poster directly (the collector's
+	// oneconn.Transport) and redirects are not followed.
 	HTTPClient *http.Client
+}
+
+// Poster is a transport that makes a POST whose head is already written
+// out: the request line and the header lines, each ending in CRLF, without
+// Content-Length, which it adds. It returns the answer with its body read
+// whole, bounded by ctx and by deadline when that is not zero. The client
+// builds each head once and calls Post with it for every request: no
+// http.Request, context timer or http.Client machinery per request, which
+// a till's collector pays cold every 15 s (package oneconn, whose
+// Transport is one).
+type Poster interface {
+	Post(ctx context.Context, u *url.URL, head, body []byte, deadline time.Time) (*http.Response, error)
 }
 
 // Client sends remote-write requests. It is safe for concurrent use.
@@ -63,7 +80,9 @@ type Client struct {
 	// modify a request; http.Client copies the header it changes).
 	header  map[string]http.Header
 	hc      *http.Client
-	timeout time.Duration // per request; 0: none
+	poster  Poster            // hc's Transport, used directly
+	head    map[string][]byte // the request heads poster writes, by encoding
+	timeout time.Duration     // per request; 0: none
 
 	bufs sync.Pool // *[]byte compression buffers
 }
@@ -91,6 +110,17 @@ func NewClient(opts ClientOptions) (*Client, error) {
 	if u.Host == "" {
 		return nil, fmt.Errorf("remote-write URL %q has no host: %w", opts.URL, ErrInvalidOption)
 	}
+	// A header net/http would refuse at every request (its Transport) or
+	// change (Request.Write): refused here, once, naming the field only,
+	// as the value may be a secret.
+	if opts.BearerToken != "" && !httpguts.ValidHeaderFieldValue(opts.BearerToken) {
+		return nil, fmt.Errorf("bearer token has a character an HTTP header cannot carry (a newline?): %w", ErrInvalidOption)
+	}
+	for k, v := range opts.Headers {
+		if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(v) {
+			return nil, fmt.Errorf("header %q: invalid name or value: %w", k, ErrInvalidOption)
+		}
+	}
 	c := &Client{url: opts.URL, u: u, encoding: enc, hc: opts.HTTPClient, timeout: max(opts.Timeout, 0), header: make(map[string]http.Header, 2)}
 	ua := opts.UserAgent
 	if ua == "" {
@@ -109,6 +139,14 @@ func NewClient(opts ClientOptions) (*Client, error) {
 			h.Set(k, v)
 		}
 		c.header[e] = h
+	}
+	if hc := opts.HTTPClient; hc != nil && hc.Timeout == 0 && hc.Jar == nil {
+		if p, ok := hc.Transport.(Poster); ok {
+			c.poster, c.head = p, make(map[string][]byte, 2)
+			for e, h := range c.header {
+				c.head[e] = requestHead(u, h)
+			}
+		}
 	}
 	if c.hc == nil {
 		if c.timeout == 0 {
@@ -147,6 +185,17 @@ func (c *Client) SendSnappy(ctx context.Context, compressed []byte) error {
 }
 
 func (c *Client) post(ctx context.Context, compressed []byte, encoding string) error {
+	if c.poster != nil {
+		var deadline time.Time
+		if c.timeout > 0 {
+			deadline = time.Now().Add(c.timeout)
+		}
+		resp, err := c.poster.Post(ctx, c.u, c.head[encoding], compressed, deadline)
+		if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
+			err = fmt.Errorf("no answer within %s: %w", c.timeout, context.DeadlineExceeded)
+		}
+		return c.answer(ctx, resp, err)
+	}
 	rctx := ctx
 	if c.timeout > 0 {
 		var cancel context.CancelFunc
@@ -168,6 +217,13 @@ func (c *Client) post(ctx context.Context, compressed []byte, encoding string) e
 		Body: rb, GetBody: body, ContentLength: int64(len(compressed)),
 	}).WithContext(rctx)
 	resp, err := c.hc.Do(req)
+	return c.answer(ctx, resp, err)
+}
+
+// answer turns the outcome of a POST into Send's error: nil for a 2xx,
+// a StatusError for another status (recoverable for a 5xx or 429), a
+// recoverable error for a failure without an answer unless ctx ended.
+func (c *Client) answer(ctx context.Context, resp *http.Response, err error) error {
 	if err != nil {
 		if ctx.Err() != nil { // the caller's context; the request's timeout is recoverable
 			return fmt.Errorf("post remote-write to %s: %w", c.url, ctx.Err())
@@ -189,6 +245,24 @@ func (c *Client) post(ctx context.Context, compressed []byte, encoding string) e
 		return &RecoverableError{StatusCode: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()), Err: serr}
 	}
 	return serr
+}
+
+// requestHead is the head of a POST to u with header h (valid names and
+// values, checked by NewClient), as http.Request writes it but for the
+// order (Host first, then h's sorted), without Content-Length: what a
+// Poster writes.
+func requestHead(u *url.URL, h http.Header) []byte {
+	host := u.Host
+	// An IPv6 zone is the client's own business (net/http drops it too).
+	if i := strings.Index(host, "%"); strings.HasPrefix(host, "[") && i > 0 {
+		if j := strings.LastIndex(host, "]"); j > i {
+			host = host[:i] + host[j:]
+		}
+	}
+	var b bytes.Buffer
+	b.WriteString("POST " + u.RequestURI() + " HTTP/1.1\r\nHost: " + host + "\r\n")
+	_ = h.Write(&b) // a bytes.Buffer does not fail
+	return b.Bytes()
 }
 
 // Compress appends body compressed with encoding ("snappy" or "zstd") to dst.

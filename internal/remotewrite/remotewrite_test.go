@@ -1,19 +1,24 @@
 package remotewrite
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 	"github.com/golang/snappy"
+
+	"tillpipe/internal/collector/oneconn"
 )
 
 func testRequest() []byte {
@@ -97,24 +102,26 @@ func TestClientErrors(t *testing.T) {
 				http.Error(w, "reason line\nsecond line", tc.status)
 			}))
 			defer srv.Close()
-			c, err := NewClient(ClientOptions{URL: srv.URL})
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = c.Send(context.Background(), testRequest())
-			if err == nil {
-				t.Fatal("Send succeeded on a non-2xx answer")
-			}
-			if IsRecoverable(err) != tc.recoverable {
-				t.Fatalf("IsRecoverable(%v) = %v, want %v", err, !tc.recoverable, tc.recoverable)
-			}
-			var se *StatusError
-			if !errors.As(err, &se) || se.StatusCode != tc.status || se.Body != "reason line" {
-				t.Fatalf("error %v: want StatusError %d with the first body line", err, tc.status)
-			}
-			var re *RecoverableError
-			if errors.As(err, &re) && re.RetryAfter != tc.wantRetry {
-				t.Fatalf("RetryAfter = %v, want %v", re.RetryAfter, tc.wantRetry)
+			for _, opts := range []ClientOptions{{URL: srv.URL}, {URL: srv.URL, HTTPClient: &http.Client{Transport: &oneconn.Transport{}}}} {
+				c, err := NewClient(opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				err = c.Send(context.Background(), testRequest())
+				if err == nil {
+					t.Fatal("Send succeeded on a non-2xx answer")
+				}
+				if IsRecoverable(err) != tc.recoverable {
+					t.Fatalf("IsRecoverable(%v) = %v, want %v", err, !tc.recoverable, tc.recoverable)
+				}
+				var se *StatusError
+				if !errors.As(err, &se) || se.StatusCode != tc.status || se.Body != "reason line" {
+					t.Fatalf("error %v: want StatusError %d with the first body line", err, tc.status)
+				}
+				var re *RecoverableError
+				if errors.As(err, &re) && re.RetryAfter != tc.wantRetry {
+					t.Fatalf("RetryAfter = %v, want %v", re.RetryAfter, tc.wantRetry)
+				}
 			}
 		})
 	}
@@ -128,18 +135,24 @@ func TestClientErrors(t *testing.T) {
 		for _, opts := range []ClientOptions{
 			{URL: srv.URL, Timeout: 100 * time.Millisecond},
 			{URL: srv.URL, Timeout: 100 * time.Millisecond, HTTPClient: &http.Client{}},
+			{URL: srv.URL, Timeout: 100 * time.Millisecond, HTTPClient: &http.Client{Transport: &oneconn.Transport{}}},
 		} {
 			c, _ := NewClient(opts)
 			err := c.Send(context.Background(), testRequest())
 			if !IsRecoverable(err) || !errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("Send to a server that does not answer (own client %v): %v, want recoverable, deadline exceeded", opts.HTTPClient != nil, err)
+				t.Fatalf("Send to a server that does not answer (client %+v): %v, want recoverable, deadline exceeded", opts.HTTPClient, err)
 			}
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		c, _ := NewClient(ClientOptions{URL: srv.URL, Timeout: time.Minute})
-		if err := c.Send(ctx, testRequest()); IsRecoverable(err) || !errors.Is(err, context.Canceled) {
-			t.Fatalf("Send with the caller's context canceled: %v, want context.Canceled, not recoverable", err)
+		for _, opts := range []ClientOptions{
+			{URL: srv.URL, Timeout: time.Minute},
+			{URL: srv.URL, Timeout: time.Minute, HTTPClient: &http.Client{Transport: &oneconn.Transport{}}},
+		} {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			c, _ := NewClient(opts)
+			if err := c.Send(ctx, testRequest()); IsRecoverable(err) || !errors.Is(err, context.Canceled) {
+				t.Fatalf("Send with the caller's context canceled (client %+v): %v, want context.Canceled, not recoverable", opts.HTTPClient, err)
+			}
 		}
 	})
 	t.Run("connection_refused_is_recoverable", func(t *testing.T) {
@@ -157,9 +170,14 @@ func TestClientErrors(t *testing.T) {
 }
 
 func TestNewClientOptions(t *testing.T) {
-	for _, o := range []ClientOptions{{}, {URL: "ftp://x"}, {URL: "http://x", Encoding: "gzip"}, {URL: "http:///api/v1/write"}, {URL: "http://relay:9201/%zz"}} {
-		if _, err := NewClient(o); !errors.Is(err, ErrInvalidOption) {
+	for _, o := range []ClientOptions{{}, {URL: "ftp://x"}, {URL: "http://x", Encoding: "gzip"}, {URL: "http:///api/v1/write"}, {URL: "http://relay:9201/%zz"},
+		{URL: "http://x", BearerToken: "line1\nline2"}, {URL: "http://x", Headers: map[string]string{"Bad Name": "v"}}, {URL: "http://x", Headers: map[string]string{"X-Tenant": "a\r\nInjected: 1"}}} {
+		_, err := NewClient(o)
+		if !errors.Is(err, ErrInvalidOption) {
 			t.Errorf("NewClient(%+v) = %v, want ErrInvalidOption", o, err)
+		}
+		if o.BearerToken != "" && strings.Contains(err.Error(), o.BearerToken) {
+			t.Errorf("the error shows the token: %v", err)
 		}
 	}
 }
@@ -229,4 +247,79 @@ func FuzzDecompress(f *testing.F) {
 			t.Fatalf("decompressed %d bytes over the 1 MiB limit", len(out))
 		}
 	})
+}
+
+// A client whose transport is a Poster (oneconn.Transport) writes the same
+// request as through net/http: request line, Host and every header but
+// the Accept-Encoding net/http's Transport adds, read back with net/http's
+// parser on a raw listener; with an IPv6 zone in the URL, which the Host
+// header leaves out, and a query.
+func TestClientPosterRequest(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	type read struct {
+		req  *http.Request
+		body []byte
+	}
+	reqs := make(chan read, 2)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				br := bufio.NewReader(conn)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					body, _ := io.ReadAll(req.Body)
+					reqs <- read{req, body}
+					io.WriteString(conn, "HTTP/1.1 204 No Content\r\n\r\n")
+				}
+			}()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	// The zone is dropped from the Host header; the connection goes to
+	// 127.0.0.1 whatever the URL's host, through Dial.
+	u := fmt.Sprintf("http://[fe80::1%%25lo]:%d/api/v1/write?tenant=7", port)
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "tcp", ln.Addr().String())
+	}
+	opts := ClientOptions{URL: u, BearerToken: "s3cret", Headers: map[string]string{"X-Scope-OrgID": "retail"}, UserAgent: "tillpipe-collector"}
+	viaHTTP, viaPoster := opts, opts
+	viaHTTP.HTTPClient = &http.Client{Transport: &http.Transport{DialContext: dial}}
+	viaPoster.HTTPClient = &http.Client{Transport: &oneconn.Transport{Dial: dial}}
+	var got []read
+	for _, o := range []ClientOptions{viaHTTP, viaPoster} {
+		c, err := NewClient(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (c.poster != nil) != (o.HTTPClient == viaPoster.HTTPClient) {
+			t.Fatalf("poster %v for transport %T", c.poster != nil, o.HTTPClient.Transport)
+		}
+		if err := c.SendSnappy(context.Background(), []byte("compressed")); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, <-reqs)
+	}
+	h, p := got[0], got[1]
+	h.req.Header.Del("Accept-Encoding")
+	if h.req.Method != p.req.Method || h.req.RequestURI != p.req.RequestURI || h.req.Host != p.req.Host ||
+		h.req.ContentLength != p.req.ContentLength || !bytes.Equal(h.body, p.body) || !reflect.DeepEqual(h.req.Header, p.req.Header) {
+		t.Errorf("net/http wrote %s %s host %s length %d %v %q\nthe poster %s %s host %s length %d %v %q",
+			h.req.Method, h.req.RequestURI, h.req.Host, h.req.ContentLength, h.req.Header, h.body,
+			p.req.Method, p.req.RequestURI, p.req.Host, p.req.ContentLength, p.req.Header, p.body)
+	}
+	if p.req.Host != fmt.Sprintf("[fe80::1]:%d", port) || p.req.Header.Get("Authorization") != "Bearer s3cret" || p.req.Header.Get("X-Scope-OrgID") != "retail" {
+		t.Errorf("the poster wrote host %s, headers %v", p.req.Host, p.req.Header)
+	}
 }

@@ -46,6 +46,9 @@ type Conn struct {
 	wn      int
 	werr    syscall.Errno
 	writeFn func(fd uintptr) bool
+	// WriteV's buffers; its count and errno are wn and werr.
+	vbufs    [2][]byte
+	writevFn func(fd uintptr) bool
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -77,7 +80,7 @@ func Wrap(c net.Conn) (*Conn, error) {
 		return nil, fmt.Errorf("wrap %T: %w", c, err)
 	}
 	w := &Conn{Conn: c, rc: rc}
-	w.readFn, w.writeFn = w.read, w.write
+	w.readFn, w.writeFn, w.writevFn = w.read, w.write, w.writev
 	return w, nil
 }
 
@@ -168,4 +171,58 @@ func (c *Conn) opError(op string, err error) error {
 		network = a.Network()
 	}
 	return &net.OpError{Op: op, Net: network, Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+// WriteV writes all of a then all of b with writev(2): one system call,
+// and one wake-up of the reader, for a request's head and body held in
+// separate buffers, without copying them together first. It waits in the
+// netpoller as Write does.
+func (c *Conn) WriteV(a, b []byte) (int, error) {
+	if len(a)+len(b) == 0 {
+		return 0, nil
+	}
+	c.vbufs[0], c.vbufs[1], c.wn, c.werr = a, b, 0, 0
+	err := c.rc.Write(c.writevFn)
+	n, errno := c.wn, c.werr
+	c.vbufs = [2][]byte{}
+	switch {
+	case err != nil:
+		return n, c.opError("write", err)
+	case errno != 0:
+		return n, c.opError("write", os.NewSyscallError("writev", errno))
+	}
+	return n, nil
+}
+
+func (c *Conn) writev(fd uintptr) bool {
+	total := len(c.vbufs[0]) + len(c.vbufs[1])
+	for c.wn < total {
+		// The iovecs of what is left: part of a and all of b, or part of b.
+		var iov [2]syscall.Iovec
+		n := 0
+		for i, skip := 0, c.wn; i < 2; i++ {
+			p := c.vbufs[i]
+			if skip >= len(p) {
+				skip -= len(p)
+				continue
+			}
+			p = p[skip:]
+			skip = 0
+			iov[n].Base = &p[0]
+			iov[n].SetLen(len(p))
+			n++
+		}
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
+		switch e {
+		case 0:
+			c.wn += int(r)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.werr = e
+			return true
+		}
+	}
+	return true
 }

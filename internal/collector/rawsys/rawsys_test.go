@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -40,10 +41,20 @@ func echoServer(t *testing.T, ln net.Listener) {
 
 // TestConn_RoundTrip writes more than the socket buffers hold, so that
 // writes wait for room in the netpoller (EAGAIN) while a concurrent read
-// drains the echo, over TCP and over a unix socket.
+// drains the echo, over TCP and over a unix socket, with Write and with
+// WriteV: its first buffer small (a request's head), large (so that a
+// partial writev ends inside it) or empty.
 func TestConn_RoundTrip(t *testing.T) {
-	for _, network := range []string{"tcp", "unix"} {
-		t.Run(network, func(t *testing.T) {
+	for _, tc := range []struct {
+		network string
+		split   int // WriteV's first buffer is want[:split]; -1: Write
+	}{{"tcp", -1}, {"unix", -1}, {"tcp", 180}, {"unix", 180}, {"tcp", 3 << 20}, {"tcp", 0}} {
+		network := tc.network
+		name := network + "/write"
+		if tc.split >= 0 {
+			name = fmt.Sprintf("%s/writev_%d", network, tc.split)
+		}
+		t.Run(name, func(t *testing.T) {
 			addr := "127.0.0.1:0"
 			if network == "unix" {
 				addr = filepath.Join(t.TempDir(), "s")
@@ -61,7 +72,13 @@ func TestConn_RoundTrip(t *testing.T) {
 			want := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB
 			werr := make(chan error, 1)
 			go func() {
-				n, err := c.Write(want)
+				var n int
+				var err error
+				if tc.split < 0 {
+					n, err = c.Write(want)
+				} else {
+					n, err = c.(*rawsys.Conn).WriteV(want[:tc.split], want[tc.split:])
+				}
 				if err == nil && n != len(want) {
 					err = io.ErrShortWrite
 				}
@@ -143,6 +160,9 @@ func TestConn_Errors(t *testing.T) {
 		}
 		if _, err := c.Write(buf); !errors.Is(err, net.ErrClosed) {
 			t.Errorf("Write after Close: %v, want net.ErrClosed", err)
+		}
+		if _, err := c.(*rawsys.Conn).WriteV(buf, buf); !errors.Is(err, net.ErrClosed) {
+			t.Errorf("WriteV after Close: %v, want net.ErrClosed", err)
 		}
 	})
 	t.Run("reset_is_syscall_error", func(t *testing.T) {
