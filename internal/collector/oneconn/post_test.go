@@ -202,3 +202,32 @@ func TestPost_BadURL(t *testing.T) {
 		}
 	}
 }
+
+// A server that answers before reading the body (413 for a body over its
+// limit): Post returns the answer, and the next request is answered.
+func TestPost_EarlyAnswer(t *testing.T) {
+	s := newServer(t, false, func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > 1<<10 {
+			http.Error(w, "body over 1 KiB", http.StatusRequestEntityTooLarge)
+			return
+		}
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	tr := &Transport{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return rawsys.Dial(ctx, &net.Dialer{}, network, addr)
+	}}
+	u := mustParse(t, s.URL)
+	head := []byte("POST / HTTP/1.1\r\nHost: " + u.Host + "\r\n")
+	resp, err := tr.Post(context.Background(), u, head, []byte(strings.Repeat("z", 64<<10)), time.Now().Add(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), "over 1 KiB") {
+		t.Fatalf("%d %q, want the 413", resp.StatusCode, b)
+	}
+	resp, err = tr.Post(context.Background(), u, head, []byte("small"), time.Now().Add(10*time.Second))
+	if err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("after the 413: %v %v", resp, err)
+	}
+}

@@ -38,16 +38,14 @@ type Conn struct {
 
 	// State of the Read in progress, kept here so that the callback is a
 	// method value bound once and no closure is allocated per call.
-	rbuf    []byte
-	rn      int
-	rerr    syscall.Errno
-	readFn  func(fd uintptr) bool
-	wbuf    []byte
-	wn      int
-	werr    syscall.Errno
-	writeFn func(fd uintptr) bool
-	// WriteV's buffers; its count and errno are wn and werr.
+	rbuf   []byte
+	rn     int
+	rerr   syscall.Errno
+	readFn func(fd uintptr) bool
+	// State of the Write or WriteV in progress.
 	vbufs    [2][]byte
+	wn       int
+	werr     syscall.Errno
 	writevFn func(fd uintptr) bool
 }
 
@@ -80,7 +78,7 @@ func Wrap(c net.Conn) (*Conn, error) {
 		return nil, fmt.Errorf("wrap %T: %w", c, err)
 	}
 	w := &Conn{Conn: c, rc: rc}
-	w.readFn, w.writeFn, w.writevFn = w.read, w.write, w.writev
+	w.readFn, w.writevFn = w.read, w.writev
 	return w, nil
 }
 
@@ -125,39 +123,7 @@ func (c *Conn) read(fd uintptr) bool {
 
 // Write writes all of p, waiting in the netpoller while the socket buffer
 // is full, until the write deadline passes.
-func (c *Conn) Write(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	c.wbuf, c.wn, c.werr = p, 0, 0
-	err := c.rc.Write(c.writeFn)
-	n, errno := c.wn, c.werr
-	c.wbuf = nil
-	switch {
-	case err != nil:
-		return n, c.opError("write", err)
-	case errno != 0:
-		return n, c.opError("write", os.NewSyscallError("write", errno))
-	}
-	return n, nil
-}
-
-func (c *Conn) write(fd uintptr) bool {
-	for c.wn < len(c.wbuf) {
-		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&c.wbuf[c.wn])), uintptr(len(c.wbuf)-c.wn))
-		switch e {
-		case 0:
-			c.wn += int(r)
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return false
-		default:
-			c.werr = e
-			return true
-		}
-	}
-	return true
-}
+func (c *Conn) Write(p []byte) (int, error) { return c.WriteV(p, nil) }
 
 // opError reports err as net.Conn does, as a *net.OpError for op; the
 // RawConn's own errors (closed, deadline exceeded) keep their cause.
@@ -176,7 +142,8 @@ func (c *Conn) opError(op string, err error) error {
 // WriteV writes all of a then all of b with writev(2): one system call,
 // and one wake-up of the reader, for a request's head and body held in
 // separate buffers, without copying them together first. It waits in the
-// netpoller as Write does.
+// netpoller while the socket buffer is full, until the write deadline
+// passes.
 func (c *Conn) WriteV(a, b []byte) (int, error) {
 	if len(a)+len(b) == 0 {
 		return 0, nil
