@@ -49,9 +49,10 @@
 // 0.1-0.3 ms with the machine's other load: the CPU goal sits at the edge
 // of what this machine measures, and is not yet met in every run. What
 // the collector's own code does is counted instead, the same within 1%
-// from run to run: 753,000 user-space instructions a cycle
-// (bench/collector-instructions.sh, cachegrind), a third fewer than the
-// seventh pass's 1,125,000.
+// from run to run: 713,000 user-space instructions a cycle after the
+// eleventh pass (bench/collector-instructions.sh, cachegrind; 733,000 for
+// the tenth pass's build in the same session), over a third fewer than
+// the seventh pass's 1,125,000.
 // In process, a cycle costs about 200 µs (170-250 from run to run) and 4
 // allocations. Measured on a 2-vCPU Intel Xeon VM (Linux 6.18, a sandbox
 // whose system calls and context switches are slower than bare metal), 30
@@ -527,11 +528,45 @@
 //     at every request (a bearer token with a newline): a clear error at
 //     start instead of a failed request every cycle.
 //
+// An eleventh pass kept the cold benchmark and stopped visiting the
+// series objects in a steady cycle.
+//   - BenchmarkCycle/containers=30/{docker_events,no_docker}_cold is the
+//     tenth pass's eviction benchmark, kept. Its figures are only as quiet
+//     as the host: in the tenth pass three runs agreed within 3%; on the
+//     eleventh pass's day, sixteen alternated runs of two builds spread
+//     over 420-730 µs a cycle and could not tell them apart.
+//   - A steady cycle emits the series of the last one in its order. Each
+//     emit compared its key with the series object of its slot, and the
+//     samples went into those objects: 1,085 objects of 128 bytes each,
+//     spread over the heap and cold after 15 s, were read and written in
+//     emit and read again in writeSamples. Now the slots hold the keys
+//     side by side with their series, and while a cycle repeats a clean
+//     one (every series once, none stale) emit writes the samples by
+//     ordinal into one []float64, which writeSamples reads; the series
+//     objects are left alone unless the cycle turns out to differ
+//     (Collector.materialize). A sequence number of the series order
+//     (Collector.seq, body.seq) tells the body the values fit its last
+//     encoding.
+//   - Counted, not timed (the host's noise hid it): user-space
+//     instructions a cycle 733,000 -> 713,000 (bench/collector-
+//     instructions.sh, the binary at 1 s); in the cold benchmark under
+//     cachegrind's cache simulation (no_docker_cold, 50 cycles), the
+//     simulated L1 read misses outside the runtime fell by 1,410 a cycle:
+//     emit's from 770 to none, writeSamples' from 1,040 to 260, while the
+//     key comparison's rose from 690 to 860. A real
+//     cycle's misses are L2 misses too, as 15 s of other work evicts the
+//     2 MiB L2; the hardware prefetcher, which cachegrind lacks, follows
+//     the two dense arrays and not the scattered objects.
+//   - At 15 s (each build alone, alternated, 24 cycles; a busy host):
+//     see bench/README.md.
+//
 // What a cycle does: the label set of every series is marshaled once when
 // it is interned and copied into the WriteRequest (byte-identical to
 // prompb's marshaler) when the series sequence changed, otherwise only
 // the samples are rewritten; series are
-// found through the emit order of the previous cycle, without hashing;
+// found through the emit order of the previous cycle, without hashing,
+// and while a cycle repeats the last one its samples go into one dense
+// array instead of the series objects;
 // cgroup and /proc files stay open and are re-read with raw preads, and
 // only the keys read are parsed; while the engine's event stream reports
 // no change, the engine's cgroup subtrees are not listed, memory.max is

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 	"github.com/golang/snappy"
@@ -108,6 +109,8 @@ type body struct {
 	zValid bool              // zOut encodes buf's layout; its sample fields are written at zValue and zTS
 	vol    []snapblock.Range // the sample fields of buf, for z
 	zbuf   []byte            // snappy.Encode's output, should z refuse
+	seq    uint64            // the Collector's seq of series when zValid; 0: unknown
+	vals   []float64         // scratch: the values of a cycle, for writeSamples
 }
 
 // marshal returns cycle stamped ts as a WriteRequest.
@@ -120,11 +123,13 @@ func (b *body) marshal(cycle []*series, ts int64) []byte {
 }
 
 // marshalSnappy returns cycle stamped ts as a WriteRequest in snappy's
-// block format, valid until the next call.
-func (b *body) marshalSnappy(cycle []*series, ts int64) []byte {
+// block format, valid until the next call. seq is the Collector's number
+// for the series of cycle in their order (see writeValues), 0 if none.
+func (b *body) marshalSnappy(cycle []*series, seq uint64, ts int64) []byte {
+	b.seq = seq
 	// One pass checks the layout and writes into the block: should a
-	// series differ, the block is encoded again below.
-	if b.zValid && b.sameTS(ts) && writeSamples(b.zOut, b.zValue, b.zTS, b.series, cycle, ts) {
+	// value's zeroness differ, the block is encoded again below.
+	if b.zValid && b.sameTS(ts) && slices.Equal(cycle, b.series) && writeSamples(b.zOut, b.zValue, b.zTS, b.values(cycle), ts) {
 		return b.zOut
 	}
 	if !b.patch(cycle, ts) {
@@ -171,6 +176,29 @@ func (b *body) marshalSnappy(cycle []*series, ts int64) []byte {
 	return out
 }
 
+// writeValues is marshalSnappy for a cycle of the series of the one it
+// last encoded, in their order (the Collector's seq for them is that
+// encoding's), given as their values alone: it writes them and ts into
+// the last encoding and returns it. It returns false when it cannot: the
+// encoding is not of those series, a value's zeroness differs (the block
+// may then be half written: the caller goes through marshalSnappy, which
+// encodes it again), or so does the length of ts's varint.
+func (b *body) writeValues(seq uint64, vals []float64, ts int64) ([]byte, bool) {
+	if !b.zValid || seq == 0 || seq != b.seq || len(vals) != len(b.series) || !b.sameTS(ts) {
+		return nil, false
+	}
+	return b.zOut, writeSamples(b.zOut, b.zValue, b.zTS, vals, ts)
+}
+
+// values returns the values of cycle, in b's scratch.
+func (b *body) values(cycle []*series) []float64 {
+	b.vals = b.vals[:0]
+	for _, s := range cycle {
+		b.vals = append(b.vals, s.value)
+	}
+	return b.vals
+}
+
 // same reports whether cycle stamped ts has the layout of the last body:
 // the same series in the same order, each zero where it was (a zero value
 // is left out of the body), and a timestamp varint of the same length.
@@ -197,16 +225,16 @@ func (b *body) patch(cycle []*series, ts int64) bool {
 	if !b.same(cycle, ts) {
 		return false
 	}
-	return writeSamples(b.buf, b.value, b.ts, b.series, cycle, ts)
+	return writeSamples(b.buf, b.value, b.ts, b.values(cycle), ts)
 }
 
-// writeSamples writes the value of each of cycle at value[i] in dst
-// (unless value[i] is -1: omitted) and ts, of the length the offsets were
-// made for, as a uvarint at tsAt[i], while cycle has the layout of want:
-// the same series, each zero where value[i] is -1. It returns false at the
-// first series that does not, with those before it written.
-func writeSamples(dst []byte, value, tsAt []int32, want, cycle []*series, ts int64) bool {
-	if len(cycle) != len(want) {
+// writeSamples writes vals[i] at value[i] in dst (unless value[i] is -1:
+// omitted) and ts, of the length the offsets were made for, as a uvarint
+// at tsAt[i], while each of vals is zero where value[i] is -1 and only
+// there. It returns false at the first that is not, with those before it
+// written, and when vals and value differ in length.
+func writeSamples(dst []byte, value, tsAt []int32, vals []float64, ts int64) bool {
+	if len(vals) != len(value) {
 		return false
 	}
 	var tsb [binary.MaxVarintLen64]byte
@@ -218,14 +246,14 @@ func writeSamples(dst []byte, value, tsAt []int32, want, cycle []*series, ts int
 	if len(enc) < 8 {
 		word, mask = binary.LittleEndian.Uint64(tsb[:8]), 1<<(8*len(enc))-1
 	}
-	value, tsAt, want = value[:len(cycle)], tsAt[:len(cycle)], want[:len(cycle)]
-	for i, s := range cycle {
+	value, tsAt = value[:len(vals)], tsAt[:len(vals)]
+	for i, v := range vals {
 		off := value[i]
-		if s != want[i] || (s.value != 0) != (off >= 0) {
+		if (v != 0) != (off >= 0) {
 			return false
 		}
 		if off >= 0 {
-			binary.LittleEndian.PutUint64(dst[off:], math.Float64bits(s.value))
+			binary.LittleEndian.PutUint64(dst[off:], math.Float64bits(v))
 		}
 		if t := int(tsAt[i]); mask != 0 && t+8 <= len(dst) {
 			w := dst[t : t+8]

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -62,14 +63,15 @@ func TestAppendTimeSeriesPB_MatchesPrompb(t *testing.T) {
 // TestWriteRequest_MatchesCollect runs two collectors over the same
 // changing tree, one through Collect and prompb's marshaler, the other
 // through WriteRequest: the bodies must be identical in every cycle,
-// including the one with stale markers and the one after it.
+// including the one with stale markers and the one after it, and the
+// cycles that repeat the last one's series (Collector.fast).
 func TestWriteRequest_MatchesCollect(t *testing.T) {
 	cg := copyDir(t, "testdata/cgroup/v2-docker")
 	dd := copyDir(t, "testdata/docker")
 	viaCollect := newFixtureCollector(t, cg, dd)
 	viaAppend := newFixtureCollector(t, cg, dd)
 	ctx := context.Background()
-	for cycle := range 4 {
+	for cycle := range 6 {
 		if cycle == 2 { // pos-api is removed: stale markers in cycle 2
 			if err := os.RemoveAll(filepath.Join(cg, "system.slice", "docker-"+posAPI+".scope")); err != nil {
 				t.Fatal(err)
@@ -86,6 +88,11 @@ func TestWriteRequest_MatchesCollect(t *testing.T) {
 		sameSeries(t, body, tss)
 		if cycle != 2 && !bytes.Equal(body, want) { // stale markers come out of a map, in any order
 			t.Errorf("cycle %d: bodies differ", cycle)
+		}
+		// Cycles 1, 4 and 5 repeat the series of a cycle without stale
+		// markers: their values alone go into the last request.
+		if fast := cycle == 1 || cycle >= 4; viaAppend.fast != fast {
+			t.Errorf("cycle %d: fast path %v, want %v", cycle, viaAppend.fast, fast)
 		}
 	}
 }
@@ -126,21 +133,26 @@ func sameSeries(t *testing.T, body []byte, tss []prompb.TimeSeries) {
 
 // TestEmit_SlotsFollowReorderedSeries checks that the slot cache never
 // hands out the wrong series when the emit order changes between cycles,
-// nor a series forgotten after its stale marker.
+// nor a series forgotten after its stale marker, and that a cycle takes
+// the fast path exactly when it repeats a clean one, with the samples it
+// was given.
 func TestEmit_SlotsFollowReorderedSeries(t *testing.T) {
 	c, err := New(Options{Device: "d", CgroupRoot: t.TempDir(), NoDocker: true, ProcRoot: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	base := 0.0 // added to each sample: each cycle's differ from the last's
+	fast := false
 	cycle := func(names ...string) map[string]float64 {
 		c.begin(fixtureTime)
 		for i, n := range names {
-			c.emit(mThreads, n, "", "", "", float64(i))
+			c.emit(mThreads, n, "", "", "", base+float64(i))
 		}
 		c.end()
+		fast = c.fast
 		got := map[string]float64{}
-		for _, s := range c.cycle {
+		for _, s := range c.sampled() {
 			ls, err := decodeLabelsPB(s.pb)
 			if err != nil {
 				t.Fatal(err)
@@ -150,29 +162,46 @@ func TestEmit_SlotsFollowReorderedSeries(t *testing.T) {
 		return got
 	}
 	id := func(n string) string { return `container_threads{container="` + n + `",device="d"}` }
-	for _, step := range []struct {
+	for i, step := range []struct {
 		names []string
-		want  map[string]float64
+		fast  bool
+		want  map[string]float64 // at base 0
 	}{
-		{[]string{"a", "b", "c"}, map[string]float64{id("a"): 0, id("b"): 1, id("c"): 2}},
-		{[]string{"c", "a", "b"}, map[string]float64{id("c"): 0, id("a"): 1, id("b"): 2}},
-		{[]string{"c", "a"}, map[string]float64{id("c"): 0, id("a"): 1, id("b"): StaleNaN}},
-		{[]string{"c", "a", "b"}, map[string]float64{id("c"): 0, id("a"): 1, id("b"): 2}},
-		{[]string{"a", "a", "b", "c"}, map[string]float64{id("a"): 0, id("b"): 2, id("c"): 3}},
+		{[]string{"a", "b", "c"}, false, map[string]float64{id("a"): 0, id("b"): 1, id("c"): 2}},
+		{[]string{"a", "b", "c"}, true, map[string]float64{id("a"): 0, id("b"): 1, id("c"): 2}},
+		{[]string{"a", "b", "c"}, true, map[string]float64{id("a"): 0, id("b"): 1, id("c"): 2}},
+		{[]string{"c", "a", "b"}, false, map[string]float64{id("c"): 0, id("a"): 1, id("b"): 2}},
+		{[]string{"c", "a"}, false, map[string]float64{id("c"): 0, id("a"): 1, id("b"): StaleNaN}},
+		{[]string{"c", "a"}, false, map[string]float64{id("c"): 0, id("a"): 1}}, // the last had a stale marker
+		{[]string{"c", "a", "b"}, false, map[string]float64{id("c"): 0, id("a"): 1, id("b"): 2}},
+		{[]string{"a", "a", "b", "c"}, false, map[string]float64{id("a"): 0, id("b"): 2, id("c"): 3}},
+		{[]string{"a", "a", "b", "c"}, false, map[string]float64{id("a"): 0, id("b"): 2, id("c"): 3}}, // the last had a series twice
+		{[]string{"a", "b", "c"}, false, map[string]float64{id("a"): 0, id("b"): 1, id("c"): 2}},
+		{[]string{"a", "b", "c"}, true, map[string]float64{id("a"): 0, id("b"): 1, id("c"): 2}},
+		{[]string{"a", "b", "c", "d"}, false, map[string]float64{id("a"): 0, id("b"): 1, id("c"): 2, id("d"): 3}},
+		{[]string{"a", "b", "c", "d"}, true, map[string]float64{id("a"): 0, id("b"): 1, id("c"): 2, id("d"): 3}},
+		{[]string{"a", "b"}, false, map[string]float64{id("a"): 0, id("b"): 1, id("c"): StaleNaN, id("d"): StaleNaN}},
 	} {
+		base = float64(i * 10)
 		got := cycle(step.names...)
+		if fast != step.fast {
+			t.Errorf("%d %v: fast path %v, want %v", i, step.names, fast, step.fast)
+		}
 		if len(got) != len(step.want) {
 			t.Errorf("%v: got %v, want %v", step.names, got, step.want)
 			continue
 		}
 		for k, w := range step.want {
+			if !math.IsNaN(w) {
+				w += base
+			}
 			if g, ok := got[k]; !ok || math.Float64bits(g) != math.Float64bits(w) {
 				t.Errorf("%v: %s = %v (present %v), want %v", step.names, k, g, ok, w)
 			}
 		}
 	}
-	if len(c.series) != 3 {
-		t.Errorf("%d series interned, want 3", len(c.series))
+	if len(c.series) != 2 {
+		t.Errorf("%d series interned, want 2", len(c.series))
 	}
 }
 
@@ -205,7 +234,9 @@ func TestBody_PatchesOnlyWhatItCan(t *testing.T) {
 		{"timestamp back", []*series{b, a}, []float64{3, 0}, ts, false},
 		{"patch after rebuild", []*series{b, a}, []float64{4, 0}, ts + 15000, true},
 	}
-	var bd, sent body // sent: marshalSnappy only, as the agent calls it
+	var bd, sent, fast body // sent: marshalSnappy only; fast: writeValues first, as the Collector calls them
+	var seq uint64          // the number of the series of the cycle, as the Collector's seq
+	var last []*series
 	for _, st := range steps {
 		for i, s := range st.cycle {
 			s.value = st.values[i]
@@ -227,7 +258,7 @@ func TestBody_PatchesOnlyWhatItCan(t *testing.T) {
 		// The snappy encoding follows, patched or encoded again, whether the
 		// last call was marshal or marshalSnappy.
 		for range 2 {
-			if got := decodeSnappy(t, bd.marshalSnappy(st.cycle, st.ts)); !bytes.Equal(got, want) {
+			if got := decodeSnappy(t, bd.marshalSnappy(st.cycle, 0, st.ts)); !bytes.Equal(got, want) {
 				t.Fatalf("%s: snappy body decodes to\n%x\nwant\n%x", st.name, got, want)
 			}
 			if !bd.zValid && st.ts != 0 {
@@ -236,11 +267,30 @@ func TestBody_PatchesOnlyWhatItCan(t *testing.T) {
 		}
 		// A patched cycle is written into the encoding alone.
 		before = bytes.Clone(sent.buf)
-		if got := decodeSnappy(t, sent.marshalSnappy(st.cycle, st.ts)); !bytes.Equal(got, want) {
+		if got := decodeSnappy(t, sent.marshalSnappy(st.cycle, 0, st.ts)); !bytes.Equal(got, want) {
 			t.Fatalf("%s: snappy body alone decodes to\n%x\nwant\n%x", st.name, got, want)
 		}
 		if st.patched && !bytes.Equal(sent.buf, before) {
 			t.Fatalf("%s: a cycle written into the encoding changed the body", st.name)
+		}
+		// The values alone go into the encoding exactly when the body
+		// could be patched, and never under another seq.
+		if !slices.Equal(st.cycle, last) {
+			seq++
+			last = st.cycle
+		}
+		if _, ok := fast.writeValues(seq+1, st.values, st.ts); ok {
+			t.Fatalf("%s: writeValues took the values of other series", st.name)
+		}
+		req, ok := fast.writeValues(seq, st.values, st.ts)
+		if ok != st.patched {
+			t.Fatalf("%s: writeValues %v, want %v", st.name, ok, st.patched)
+		}
+		if !ok {
+			req = fast.marshalSnappy(st.cycle, seq, st.ts)
+		}
+		if got := decodeSnappy(t, req); !bytes.Equal(got, want) {
+			t.Fatalf("%s: snappy body after writeValues %v decodes to\n%x\nwant\n%x", st.name, ok, got, want)
 		}
 	}
 }
