@@ -66,19 +66,12 @@ type seriesKey struct {
 }
 
 // series is one interned label set and its sample of the current cycle.
+// Its key is in Collector.series and Collector.keys.
 type series struct {
-	key   seriesKey
 	pb    []byte // the label set, marshaled once (see marshal.go)
 	value float64
 	gen   uint64 // the cycle that last sampled it
 	dead  bool   // forgotten after its stale marker: slots must not reuse it
-}
-
-// slot is what emit remembers of one ordinal of the last cycle: the key
-// emitted there and its series.
-type slot struct {
-	key seriesKey
-	s   *series
 }
 
 // Collector samples every source into remote-write time series. Label sets
@@ -98,19 +91,21 @@ type Collector struct {
 	gen    uint64
 	ts     int64
 	series map[seriesKey]*series
-	// slots remembers the series of each emit ordinal of the last cycle:
-	// a cycle emits the same series in the same order as the one before,
-	// so emit checks the slot's key instead of hashing it (see emit).
-	slots []slot
-	n     int       // emit ordinal in this cycle
-	cycle []*series // sampled this cycle, then the stale ones; see fast
+	// slots remembers the series of each emit ordinal of the last cycle,
+	// and keys their keys: a cycle emits the same series in the same
+	// order as the one before, so emit checks the slot's key instead of
+	// hashing it (see emit).
+	slots []*series
+	keys  []seriesKey // empty in the first cycle (see begin), then as long as slots
+	n     int         // emit ordinal in this cycle
+	cycle []*series   // sampled this cycle, then the stale ones; see fast
 	// While fast, a cycle emits the series of the last one in its order:
-	// emit writes the samples in vals, by ordinal, and neither touches the
-	// series nor appends to cycle until a key differs (materialize). The
-	// keys lie side by side in slots and the samples in vals, so a steady
-	// cycle reads and writes two dense arrays instead of visiting a
-	// thousand series objects spread over the heap, which are cold after
-	// 15 s (see doc.go, eleventh pass).
+	// emit compares each key with keys, writes the samples in vals, by
+	// ordinal, and neither touches the series nor appends to cycle until
+	// a key differs (materialize). A steady cycle so reads and writes two
+	// dense arrays instead of visiting a thousand series objects spread
+	// over the heap, which are cold after 15 s (see doc.go, eleventh
+	// pass).
 	fast  bool
 	vals  []float64
 	clean bool   // the last cycle sampled slots' series, each once, and none went stale
@@ -271,9 +266,17 @@ func (c *Collector) begin(now time.Time) {
 	c.ts = now.UnixMilli()
 	c.cycle = c.cycle[:0]
 	c.n = 0
-	c.fast = c.clean
+	if c.keys == nil && len(c.slots) > 0 {
+		// The first cycle grew slots by appending and left garbage that
+		// the paced GC freed after it (gcPacer); keys, 72 bytes a slot,
+		// are made here at the size it found, so as not to add to the
+		// peak of a first cycle. This cycle finds its series by hashing
+		// and fills them in.
+		c.keys = make([]seriesKey, 0, len(c.slots)+len(c.slots)/8)
+	}
+	c.fast = c.clean && len(c.keys) == len(c.slots)
 	if c.fast && len(c.vals) < len(c.slots) {
-		c.vals = make([]float64, len(c.slots))
+		c.vals = make([]float64, cap(c.keys))
 	}
 }
 
@@ -298,6 +301,9 @@ func (c *Collector) end() {
 	}
 	clear(c.slots[c.n:])
 	c.slots = c.slots[:c.n]
+	if c.keys != nil {
+		c.keys = c.keys[:c.n]
+	}
 	c.seq++
 }
 
@@ -308,9 +314,9 @@ func (c *Collector) materialize() {
 		return
 	}
 	c.fast = false
-	for i, sl := range c.slots[:c.n] {
-		sl.s.gen, sl.s.value = c.gen, c.vals[i]
-		c.cycle = append(c.cycle, sl.s)
+	for i, s := range c.slots[:c.n] {
+		s.gen, s.value = c.gen, c.vals[i]
+		c.cycle = append(c.cycle, s)
 	}
 }
 
@@ -499,7 +505,7 @@ func (c *Collector) emit(d *desc, container, image, a, b string, v float64) {
 	// The strings of k are mostly the same pointers as last cycle's, so
 	// comparing it with the slot's key is cheaper than hashing it.
 	if c.fast {
-		if c.n < len(c.slots) && c.slots[c.n].key == k {
+		if c.n < len(c.keys) && c.keys[c.n] == k {
 			c.vals[c.n] = v // a series of the last cycle, which had each once
 			c.n++
 			return
@@ -507,19 +513,25 @@ func (c *Collector) emit(d *desc, container, image, a, b string, v float64) {
 		c.materialize()
 	}
 	var s *series
-	if c.n < len(c.slots) {
-		if sl := c.slots[c.n]; sl.s != nil && !sl.s.dead && sl.key == k {
-			s = sl.s
+	if c.n < len(c.keys) {
+		if s = c.slots[c.n]; s != nil && (s.dead || c.keys[c.n] != k) {
+			s = nil
 		}
-	} else {
-		c.slots = append(c.slots, slot{})
+	}
+	if c.n == len(c.slots) {
+		c.slots = append(c.slots, nil)
 	}
 	if s == nil {
 		if s = c.series[k]; s == nil {
-			s = &series{key: k, pb: appendLabelsPB(nil, c.labels(k))}
+			s = &series{pb: appendLabelsPB(nil, c.labels(k))}
 			c.series[k] = s
 		}
-		c.slots[c.n] = slot{key: k, s: s}
+		c.slots[c.n] = s
+		if c.n < len(c.keys) {
+			c.keys[c.n] = k
+		} else if c.keys != nil {
+			c.keys = append(c.keys, k)
+		}
 	}
 	c.n++
 	if s.gen == c.gen {

@@ -49,7 +49,7 @@
 // 0.1-0.3 ms with the machine's other load: the CPU goal sits at the edge
 // of what this machine measures, and is not yet met in every run. What
 // the collector's own code does is counted instead, the same within 1%
-// from run to run: 713,000 user-space instructions a cycle after the
+// from run to run: 700,000 user-space instructions a cycle after the
 // eleventh pass (bench/collector-instructions.sh, cachegrind; 733,000 for
 // the tenth pass's build in the same session), over a third fewer than
 // the seventh pass's 1,125,000.
@@ -539,24 +539,29 @@
 //     emit compared its key with the series object of its slot, and the
 //     samples went into those objects: 1,085 objects of 128 bytes each,
 //     spread over the heap and cold after 15 s, were read and written in
-//     emit and read again in writeSamples. Now the slots hold the keys
-//     side by side with their series, and while a cycle repeats a clean
-//     one (every series once, none stale) emit writes the samples by
-//     ordinal into one []float64, which writeSamples reads; the series
+//     emit and read again in writeSamples. Now the keys lie side by side
+//     in Collector.keys, beside slots, and no longer in the series (48
+//     bytes each now, which pays for the keys). While a cycle repeats a
+//     clean one (every series once, none stale), emit writes the samples
+//     by ordinal into one []float64, which writeSamples reads; the series
 //     objects are left alone unless the cycle turns out to differ
 //     (Collector.materialize). A sequence number of the series order
 //     (Collector.seq, body.seq) tells the body the values fit its last
-//     encoding.
+//     encoding. The keys are made in the second cycle, at the size the
+//     first found: made by appending in the first cycle, the garbage of
+//     their growth raised the peak RSS by about 0.3 MiB (to 15.13 in one
+//     run), where it is now as before (14.68-14.89 against 14.75, three
+//     runs each at 1 s).
 //   - Counted, not timed (the host's noise hid it): user-space
-//     instructions a cycle 733,000 -> 713,000 (bench/collector-
+//     instructions a cycle 733,000 -> 700,000 (bench/collector-
 //     instructions.sh, the binary at 1 s); in the cold benchmark under
 //     cachegrind's cache simulation (no_docker_cold, 50 cycles), the
-//     simulated L1 read misses outside the runtime fell by 1,410 a cycle:
-//     emit's from 770 to none, writeSamples' from 1,040 to 260, while the
-//     key comparison's rose from 690 to 860. A real
-//     cycle's misses are L2 misses too, as 15 s of other work evicts the
-//     2 MiB L2; the hardware prefetcher, which cachegrind lacks, follows
-//     the two dense arrays and not the scattered objects.
+//     simulated L1 read misses outside the runtime fell by 1,450 a cycle:
+//     emit's from 770 to 14, writeSamples' from 1,040 to 260, while the
+//     key comparison's rose from 690 to 780. A real cycle's misses are L2 misses too, as
+//     15 s of other work evicts the 2 MiB L2; the hardware prefetcher,
+//     which cachegrind lacks, follows the two dense arrays and not the
+//     scattered objects.
 //   - At 15 s (each build alone, alternated, 24 cycles; a busy host):
 //     see bench/README.md.
 //
