@@ -562,8 +562,10 @@
 //     15 s of other work evicts the 2 MiB L2; the hardware prefetcher,
 //     which cachegrind lacks, follows the two dense arrays and not the
 //     scattered objects.
-//   - At 15 s (each build alone, alternated, 24 cycles; a busy host):
-//     see bench/README.md.
+//   - At 15 s, each build alone, alternated, 24 cycles, the host too busy
+//     to tell them apart: 1.25 and 1.10 ms a cycle (medians 1.15, 1.04)
+//     against the tenth pass's 1.03 and 1.16 (1.03, 1.09). Runs of one
+//     build differed by more than any difference between the builds.
 //
 // What a cycle does: the label set of every series is marshaled once when
 // it is interned and copied into the WriteRequest (byte-identical to
