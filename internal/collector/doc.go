@@ -548,20 +548,20 @@
 //     (Collector.materialize). A sequence number of the series order
 //     (Collector.seq, body.seq) tells the body the values fit its last
 //     encoding. The keys are made in the second cycle, at the size the
-//     first found: made by appending in the first cycle, the garbage of
-//     their growth raised the peak RSS by about 0.3 MiB (to 15.13 in one
-//     run), where it is now as before (14.68-14.89 against 14.75, three
-//     runs each at 1 s).
+//     first found. (A first version kept them in the slots, grown by
+//     appending in the first cycle: the garbage of that growth raised the
+//     peak RSS by about 0.3 MiB, to 15.13 in one run. The peak is now as
+//     before: 14.68-14.89 against 14.75, three runs each at 1 s.)
 //   - Counted, not timed (the host's noise hid it): user-space
 //     instructions a cycle 733,000 -> 700,000 (bench/collector-
 //     instructions.sh, the binary at 1 s); in the cold benchmark under
 //     cachegrind's cache simulation (no_docker_cold, 50 cycles), the
 //     simulated L1 read misses outside the runtime fell by 1,450 a cycle:
 //     emit's from 770 to 14, writeSamples' from 1,040 to 260, while the
-//     key comparison's rose from 690 to 780. A real cycle's misses are L2 misses too, as
-//     15 s of other work evicts the 2 MiB L2; the hardware prefetcher,
-//     which cachegrind lacks, follows the two dense arrays and not the
-//     scattered objects.
+//     key comparison's rose from 690 to 780. A real cycle's misses are L2
+//     misses too, as 15 s of other work evicts the 2 MiB L2; the hardware
+//     prefetcher, which cachegrind lacks, follows the two dense arrays and
+//     not the scattered objects.
 //   - At 15 s, each build alone, alternated, 24 cycles, the host too busy
 //     to tell them apart: 1.25 and 1.10 ms a cycle (medians 1.15, 1.04)
 //     against the tenth pass's 1.03 and 1.16 (1.03, 1.09). Runs of one
