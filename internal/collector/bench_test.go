@@ -2,21 +2,13 @@ package collector
 
 import (
 	"context"
-	"syscall"
 	"testing"
 	"time"
 
+	"tillpipe/internal/coldbench"
 	"tillpipe/internal/collector/collectortest"
 	"tillpipe/internal/collector/docker/dockertest"
 )
-
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 // BenchmarkCycle measures one 15 s cycle for 30 containers: discover and
 // read the cgroups, list the engine's containers (inspecting none: their
@@ -92,23 +84,21 @@ func BenchmarkCycle(b *testing.B) {
 			b.ReportAllocs()
 			var cpu time.Duration
 			if bc.cold {
-				evict := make([]byte, 96<<20)
+				evict := coldbench.NewEvictor()
 				for b.Loop() {
 					b.StopTimer()
-					for j := 0; j < len(evict); j += 64 {
-						evict[j]++
-					}
-					cpu0 := cpuTime(b)
+					evict.Evict()
+					cpu0 := coldbench.ProcessCPU(b)
 					b.StartTimer()
 					a.Cycle(ctx, time.Now())
-					cpu += cpuTime(b) - cpu0
+					cpu += coldbench.ProcessCPU(b) - cpu0
 				}
 			} else {
-				cpu0 := cpuTime(b)
+				cpu0 := coldbench.ProcessCPU(b)
 				for b.Loop() {
 					a.Cycle(ctx, time.Now())
 				}
-				cpu = cpuTime(b) - cpu0
+				cpu = coldbench.ProcessCPU(b) - cpu0
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/cycle")
 			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/cycle")

@@ -6,10 +6,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"syscall"
 	"testing"
 	"time"
 
+	"tillpipe/internal/coldbench"
 	"tillpipe/internal/collector/oneconn"
 	"tillpipe/internal/collector/rawsys"
 )
@@ -20,14 +20,6 @@ type roundTripOnly struct{ t *oneconn.Transport }
 
 func (r roundTripOnly) RoundTrip(req *http.Request) (*http.Response, error) {
 	return r.t.RoundTrip(req)
-}
-
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkSendSnappyCold posts a collector-sized request (28 KB) as the
@@ -71,18 +63,16 @@ func BenchmarkSendSnappyCold(b *testing.B) {
 	for i := range body {
 		body[i] = byte(i * 7)
 	}
-	evict := make([]byte, 96<<20)
+	evict := coldbench.NewEvictor()
 	var cpu [2]time.Duration
 	for b.Loop() {
 		for i, c := range clients {
-			for j := 0; j < len(evict); j += 64 {
-				evict[j]++
-			}
-			c0 := processCPU(b)
+			evict.Evict()
+			c0 := coldbench.ProcessCPU(b)
 			if err := c.SendSnappy(context.Background(), body); err != nil {
 				b.Fatal(err)
 			}
-			cpu[i] += processCPU(b) - c0
+			cpu[i] += coldbench.ProcessCPU(b) - c0
 		}
 	}
 	b.ReportMetric(float64(cpu[0].Microseconds())/float64(b.N), "http-client-cpu-µs/req")
