@@ -56,7 +56,7 @@ import (
 // 15s, 20 cycles take five minutes:
 //
 //	TILLPIPE_BENCH_INTERVAL=15s go test -run '^$' -timeout 30m \
-//	    -bench 'BenchmarkBinaryCycle/containers=30/defaults' -benchtime 20x ./cmd/collector/
+//	    -bench 'BenchmarkBinaryCycle/containers=30/^defaults$' -benchtime 20x ./cmd/collector/
 //
 // The floor sub-benchmark measures bench/collectorfloor instead: the
 // system calls of a steady cycle of this collector, made alone (see
@@ -65,7 +65,7 @@ import (
 //
 // TILLPIPE_BENCH_COLLECTOR names a prebuilt binary to measure instead (an
 // older build, for a before/after comparison; run only
-// 'BenchmarkBinaryCycle/containers=30/defaults' when it lacks -max-procs
+// 'BenchmarkBinaryCycle/containers=30/^defaults$' when it lacks -max-procs
 // or -gc-budget).
 func BenchmarkBinaryCycle(b *testing.B) {
 	bin := os.Getenv("TILLPIPE_BENCH_COLLECTOR")

@@ -76,7 +76,7 @@
 //
 //	go test -run '^$' -bench BenchmarkBinaryCycle -benchtime 120x ./cmd/collector/
 //	TILLPIPE_BENCH_COLLECTOR=<old build> go test -run '^$' \
-//	    -bench 'BenchmarkBinaryCycle/containers=30/defaults' -benchtime 120x ./cmd/collector/
+//	    -bench 'BenchmarkBinaryCycle/containers=30/^defaults$' -benchtime 120x ./cmd/collector/
 //
 //	                                   cpu-ms/cycle  VmHWM      RssAnon
 //	before (Go's GOMAXPROCS 2, GOGC 100)   2.32      15.98 MiB  7.15 MiB
