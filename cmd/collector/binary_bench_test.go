@@ -63,6 +63,20 @@ import (
 // benchFloor). The collector's cpu-ms/cycle less the floor's is what the
 // Go runtime and the collector's own code add, on whatever machine runs it.
 //
+// TILLPIPE_BENCH_CGROUP_ROOT, TILLPIPE_BENCH_PROC_ROOT and
+// TILLPIPE_BENCH_DOCKER_SOCKET (set and empty: no engine) point the
+// collector, and so the floor, at this machine's own cgroups, /proc and
+// engine instead of the fixture: on a till, or a till image, they measure
+// what the fixture's tmpfs files only stand in for. Real cgroupfs files
+// cost more to read than tmpfs ones (memory.stat is formatted at each
+// read). The relay is the stand-in either way, and containers=30 in the
+// name then means whatever the machine runs (series/cycle tells):
+//
+//	TILLPIPE_BENCH_INTERVAL=15s TILLPIPE_BENCH_CGROUP_ROOT=/sys/fs/cgroup \
+//	TILLPIPE_BENCH_PROC_ROOT=/proc TILLPIPE_BENCH_DOCKER_SOCKET=/var/run/docker.sock \
+//	    go test -run '^$' -timeout 30m -v -benchtime 24x \
+//	    -bench 'BenchmarkBinaryCycle/containers=30/^(defaults|floor)$' ./cmd/collector/
+//
 // TILLPIPE_BENCH_COLLECTOR names a prebuilt binary to measure instead (an
 // older build, for a before/after comparison; run only
 // 'BenchmarkBinaryCycle/containers=30/^defaults$' when it lacks -max-procs
@@ -105,13 +119,18 @@ func benchBinary(b *testing.B, bin string, extra []string) {
 }
 
 // benchSetup is what a measured process works against: the fixture tree of
-// 30 containers on tmpfs, the fake engine and the relay stand-in.
+// 30 containers on tmpfs (or the roots the environment names), the fake
+// engine and the relay stand-in.
 type benchSetup struct {
 	fixture  collectortest.Fixture
 	engine   *dockertest.Server
 	relay    *relayStandIn
 	url      string // the relay stand-in's remote-write URL
 	interval string
+
+	// What the collector samples: the fixture's roots and the fake
+	// engine's socket unless the environment names others.
+	cgroupRoot, procRoot, dockerSocket string
 }
 
 func newBenchSetup(b *testing.B) *benchSetup {
@@ -126,6 +145,16 @@ func newBenchSetup(b *testing.B) *benchSetup {
 		}
 		s.interval = v
 	}
+	s.cgroupRoot, s.procRoot, s.dockerSocket = s.fixture.CgroupRoot, s.fixture.ProcRoot, s.engine.Socket
+	for env, dst := range map[string]*string{
+		"TILLPIPE_BENCH_CGROUP_ROOT":   &s.cgroupRoot,
+		"TILLPIPE_BENCH_PROC_ROOT":     &s.procRoot,
+		"TILLPIPE_BENCH_DOCKER_SOCKET": &s.dockerSocket,
+	} {
+		if v, ok := os.LookupEnv(env); ok {
+			*dst = v
+		}
+	}
 	return s
 }
 
@@ -135,7 +164,7 @@ const benchDevice = "till-042"
 
 func (s *benchSetup) collectorArgs(b *testing.B) []string {
 	return []string{"-relay-url", s.url, "-device", benchDevice, "-interval", s.interval,
-		"-cgroup-root", s.fixture.CgroupRoot, "-proc-root", s.fixture.ProcRoot, "-docker-socket", s.engine.Socket,
+		"-cgroup-root", s.cgroupRoot, "-proc-root", s.procRoot, "-docker-socket", s.dockerSocket,
 		"-listen", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(b)), "-log-level", "warn"}
 }
 

@@ -46,7 +46,7 @@ func benchFloor(b *testing.B, bin string) {
 	for range 2 {
 		s.wait(b, c)
 	}
-	files := openFiles(b, c.cmd.Process.Pid, s.fixture.CgroupRoot, s.fixture.ProcRoot)
+	files := openFiles(b, c.cmd.Process.Pid, s.cgroupRoot, s.procRoot)
 	c.stop(b)
 	body, header, mounts := s.relay.last()
 	if len(files) == 0 || len(body) == 0 {
@@ -88,22 +88,28 @@ func benchFloor(b *testing.B, bin string) {
 }
 
 // openFiles lists the regular files under the roots that pid holds open
-// and reads every cycle.
+// and reads every cycle. A file of pid's own under the real /proc
+// (/proc/net/dev is /proc/self/net/dev) is named by /proc/self, the
+// floor's own.
 func openFiles(b *testing.B, pid int, roots ...string) []string {
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		b.Fatal(err)
 	}
+	own := fmt.Sprintf("/proc/%d/", pid)
 	var files []string
 	for _, e := range ents {
 		target, err := os.Readlink(filepath.Join(dir, e.Name()))
 		if err != nil || !slices.ContainsFunc(roots, func(r string) bool { return strings.HasPrefix(target, r+"/") }) {
 			continue
 		}
+		if rest, ok := strings.CutPrefix(target, own); ok {
+			target = "/proc/self/" + rest
+		}
 		switch filepath.Base(target) {
-		case "memory.max", "memory.events":
-			continue // read when they change, not every cycle
+		case "memory.max", "memory.events", "memory.limit_in_bytes":
+			continue // read when they change, or when a listing found them, not every cycle
 		}
 		if st, err := os.Stat(target); err == nil && st.Mode().IsRegular() {
 			files = append(files, target)
