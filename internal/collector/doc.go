@@ -41,18 +41,18 @@
 // Goal: under 1 ms of CPU per 15 s cycle for 30 containers and under 15 MiB
 // resident. The memory goal is met (peak RSS 14.2-14.9 MiB). The CPU goal
 // is not, and on this VM it cannot be with real cgroups: the twelfth pass
-// below ran the binary on 30 real v1 cgroups, and the floor alone, the
-// same system calls made by bench/collectorfloor, took 1.46 ms a cycle at
-// 15 s (the collector 2.11). On the fixture tree, tmpfs copies far
-// cheaper to read (memory.stat a tenth), the collector measures 0.92-1.18
-// ms (medians, a run of 24 cycles each, over several sessions) against a
-// floor of 0.66-0.78; runs of one build differ by 0.1-0.4 ms with the
-// host's load.
-// What the collector's own code does is counted instead, the same within
-// 1% from run to run: about 700,000 user-space instructions a cycle after
-// the eleventh pass (bench/collector-instructions.sh, cachegrind), against
-// the seventh pass's 1,125,000. bench/README.md has the current figures
-// and the commands; what follows is how they came about.
+// below ran the binary on 30 real v1 cgroups, and the floor alone, the same
+// system calls made by bench/collectorfloor, took 1.42-1.59 ms a cycle at
+// 15 s (the collector 1.81-1.84, medians). On the fixture tree, tmpfs
+// copies far cheaper to read (memory.stat a tenth), the collector measures
+// 0.92-1.18 ms (medians, a run of 24 cycles each, over several sessions)
+// against a floor of 0.66-0.78; runs of one build differ by 0.1-0.4 ms with
+// the host's load. What the collector's own code does is counted instead,
+// the same within 1% from run to run: about 700,000 user-space instructions
+// a cycle after the eleventh pass (bench/collector-instructions.sh,
+// cachegrind), against the seventh pass's 1,125,000. bench/README.md has
+// the current figures and the commands; what follows is how they came
+// about.
 //
 // In process, a cycle costs about 200 µs (170-250 from run to run) and 4
 // allocations. Measured on a 2-vCPU Intel Xeon VM (Linux 6.18, a sandbox
@@ -576,7 +576,7 @@
 // with the unified hierarchy mounted beside them for PSI. The test setup:
 //   - 30 cgroups in Docker's cgroupfs-driver layout (docker/<id> in every
 //     hierarchy), each with a sleeping process in it;
-//   - no engine, so a cycle lists the cgroup directories each time;
+//   - first no engine, so a cycle lists the cgroup directories each time;
 //   - 643 series a cycle, and 11 files read a container (v1 splits the
 //     CPU figures over three files and has no inotify for the OOM count).
 //
@@ -585,6 +585,16 @@
 //	                        mean   median (ms a cycle)
 //	collector               2.16   2.11
 //	floor (337 preads)      1.52   1.46
+//
+// Then the same 30 cgroups named as the fake engine's containers, with the
+// engine and its event stream as on a till (1,033 series), two runs:
+//
+//	collector               1.88, 1.86   1.81, 1.84
+//	floor                   1.53, 1.46   1.59, 1.42
+//
+// So the collector adds 0.2-0.4 ms to the floor on real cgroupfs as on
+// the fixture; without an engine it adds 0.65 ms, its cycles listing the
+// cgroup directories.
 //
 // Measured hot on this VM, one pread after another:
 //
