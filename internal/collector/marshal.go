@@ -115,7 +115,7 @@ type body struct {
 
 // marshal returns cycle stamped ts as a WriteRequest.
 func (b *body) marshal(cycle []*series, ts int64) []byte {
-	if !b.patch(cycle, ts) {
+	if !b.patch(cycle, b.values(cycle), ts) {
 		b.build(cycle, ts)
 		b.zValid = false
 	}
@@ -127,12 +127,13 @@ func (b *body) marshal(cycle []*series, ts int64) []byte {
 // for the series of cycle in their order (see writeValues), 0 if none.
 func (b *body) marshalSnappy(cycle []*series, seq uint64, ts int64) []byte {
 	b.seq = seq
+	vals := b.values(cycle) // once, for the block and for the body
 	// One pass checks the layout and writes into the block: should a
 	// value's zeroness differ, the block is encoded again below.
-	if b.zValid && b.sameTS(ts) && slices.Equal(cycle, b.series) && writeSamples(b.zOut, b.zValue, b.zTS, b.values(cycle), ts) {
+	if b.zValid && b.sameTS(ts) && slices.Equal(cycle, b.series) && writeSamples(b.zOut, b.zValue, b.zTS, vals, ts) {
 		return b.zOut
 	}
-	if !b.patch(cycle, ts) {
+	if !b.patch(cycle, vals, ts) {
 		b.build(cycle, ts)
 	}
 	b.vol = b.vol[:0]
@@ -218,14 +219,14 @@ func (b *body) same(cycle []*series, ts int64) bool {
 // last body's timestamps.
 func (b *body) sameTS(ts int64) bool { return ts != 0 && uvarintLen(uint64(ts)) == b.tsLen }
 
-// patch writes the samples of cycle stamped ts into buf when it has the
-// layout of the last body (same); otherwise it returns false and leaves
-// the body as it was.
-func (b *body) patch(cycle []*series, ts int64) bool {
+// patch writes the samples of cycle stamped ts, vals (cycle's values, as
+// values returns them), into buf when it has the layout of the last body
+// (same); otherwise it returns false and leaves the body as it was.
+func (b *body) patch(cycle []*series, vals []float64, ts int64) bool {
 	if !b.same(cycle, ts) {
 		return false
 	}
-	return writeSamples(b.buf, b.value, b.ts, b.values(cycle), ts)
+	return writeSamples(b.buf, b.value, b.ts, vals, ts)
 }
 
 // writeSamples writes vals[i] at value[i] in dst (unless value[i] is -1:
