@@ -10,8 +10,9 @@ import (
 )
 
 // Evictor is a buffer larger than the L2 and what the TLBs map: writing it
-// evicts the data and translations of the code measured next, as 15 s of
-// other work on a till does. The L3 of a large server may keep some.
+// evicts the data and translations of the code measured next. It stands
+// in for the 15 s of other work between a till's cycles, whose effect on
+// the caches is not measured here; the L3 of a large server may keep some.
 type Evictor []byte
 
 // NewEvictor returns a 96 MiB Evictor.

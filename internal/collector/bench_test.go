@@ -24,14 +24,15 @@ import (
 // docker.ReconcileCycles).
 //
 // The _cold cases write 96 MiB before each cycle (not measured), evicting
-// the L2 and the TLBs, as the 15 s between a till's cycles do. On a quiet
-// host they agree within a few percent from run to run, where the binary
-// at 15 s (BenchmarkBinaryCycle in cmd/collector) varies by a tenth or
-// more; on a busy one they spread by a third (the eviction competes for
-// the memory bus), so alternate the builds compared and run each several
-// times. Under valgrind --tool=cachegrind --cache-sim=yes they count a
-// cold cycle's simulated cache misses, whatever the host does. Run them
-// with -cpu 1, as the collector runs:
+// the L2 and the TLBs, standing in for the 15 s between a till's cycles (a
+// model, not a measurement of a till). On a quiet host they agree within a
+// few percent from run to run, where the binary at 15 s
+// (BenchmarkBinaryCycle in cmd/collector) varies by a tenth or more; on a
+// busy one they spread by a third (the eviction competes for the memory
+// bus), so alternate the builds compared and run each several times. Under
+// valgrind --tool=cachegrind --cache-sim=yes they count a cold cycle's
+// simulated cache misses, whatever the host does. Run them with -cpu 1, as
+// the collector runs:
 //
 //	go test -run '^$' -bench 'BenchmarkCycle/containers=30/_cold' -benchtime 300x -cpu 1 ./internal/collector/
 func BenchmarkCycle(b *testing.B) {
